@@ -1,0 +1,3 @@
+from lensfree.launch.cli import main
+
+raise SystemExit(main())
