@@ -1,0 +1,291 @@
+"""Stage 1 numerics: the ensemble-sum pipeline of Chen et al. 2024 (XEDM), step by step.
+
+Per-frame screens and per-shard partial sums work on one block of frames at a time; the
+whole-pattern steps (centre, patching, binning, central speckle) work on the final sum.
+See SCIENCE.md section 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage, signal
+
+#: frame_status codes (DESIGN.md run store contract)
+ACCEPTED, WEAK, CHI2, INVALID, BACKGROUND = 0, 1, 2, 3, 4
+STATUS_NAMES = {ACCEPTED: "accepted", WEAK: "weak", CHI2: "chi2", INVALID: "invalid",
+                BACKGROUND: "background"}
+
+
+@dataclass(frozen=True)
+class ScreenParams:
+    """Thresholds of the frame screens; each has a robust data-driven default.
+
+    weak_factor : a frame is weak when its total is below ``weak_factor`` times the median
+        total (the paper: ten times weaker than the rest).
+    chi2_max : edge-scatter chi-square above which a frame is rejected; None means
+        ``median + chi2_mad * 1.4826 * MAD`` over the frames that passed the weak screen.
+    background_fraction : share of the surviving frames, the weakest, summed as background.
+    annulus_width : width in pixels of the ring ``D`` next to the beam stop.
+    """
+
+    weak_factor: float = 0.1
+    chi2_max: float | None = None
+    chi2_mad: float = 8.0
+    background_fraction: float = 0.01
+    annulus_width: int = 4
+
+    def __post_init__(self):
+        if not 0 < self.weak_factor < 1:
+            raise ValueError(f"weak_factor={self.weak_factor} must be in (0, 1)")
+        if self.chi2_max is not None and self.chi2_max <= 0:
+            raise ValueError(f"chi2_max={self.chi2_max} must be positive")
+        if self.chi2_mad <= 0:
+            raise ValueError(f"chi2_mad={self.chi2_mad} must be positive")
+        if not 0 <= self.background_fraction < 0.5:
+            raise ValueError(f"background_fraction={self.background_fraction} must be in [0, 0.5)")
+        if self.annulus_width < 1:
+            raise ValueError(f"annulus_width={self.annulus_width} must be at least 1")
+
+
+def edge_annulus(mask: np.ndarray, width: int = 4) -> np.ndarray:
+    """The ring ``D`` of measured pixels within ``width`` px of the beam stop.
+
+    The beam stop is the unmeasured region that holds the detector's middle (or, when the
+    middle is measured, the unmeasured region nearest to it). Without any such region the
+    ring is taken at radii [2, 2 + width] around the middle.
+    """
+    h, w = mask.shape
+    labels, n = ndimage.label(~mask)
+    yy, xx = np.indices(mask.shape)
+    if n:
+        label = labels[h // 2, w // 2]
+        if label == 0:
+            dist = np.hypot(yy - h // 2, xx - w // 2)
+            dist[labels == 0] = np.inf
+            if dist.min() < min(h, w) / 8:
+                label = labels.flat[np.argmin(dist)]
+        if label:
+            stop = labels == label
+            grown = ndimage.binary_dilation(stop, iterations=width)
+            ring = grown & mask & ~stop
+            if ring.any():
+                return ring
+    r = np.hypot(yy - h // 2, xx - w // 2)
+    return mask & (r >= 2) & (r <= 2 + width)
+
+
+def frame_stats(frames: np.ndarray, mask: np.ndarray, annulus: np.ndarray):
+    """Per-frame totals, edge-scatter chi-square and validity of a block of frames.
+
+    ``T_k = sum_valid I_k``; ``chi2_k = sum_D (I_k - Ibar_k)^2 / Ibar_k`` (Pearson, over the
+    annulus D). A frame with NaN, inf or a negative value on a measured pixel is invalid;
+    its total and chi-square are NaN.
+
+    Returns
+    -------
+    total, chi2 : (k,) float64
+    invalid : (k,) bool
+    """
+    k = frames.shape[0]
+    invalid = np.zeros(k, dtype=bool)
+    if frames.dtype.kind == "f":
+        invalid = ~np.isfinite(frames[:, mask]).all(axis=1)
+    if frames.dtype.kind in "fi":
+        with np.errstate(invalid="ignore"):
+            invalid |= (frames[:, mask] < 0).any(axis=1)
+    total = np.full(k, np.nan)
+    chi2 = np.full(k, np.nan)
+    ring = frames[:, annulus].astype(np.float64)
+    for i in np.flatnonzero(~invalid):
+        total[i] = frames[i][mask].sum(dtype=np.float64)
+        mean = ring[i].mean()
+        chi2[i] = ((ring[i] - mean) ** 2).sum() / mean if mean > 0 else 0.0
+    return total, chi2, invalid
+
+
+def screen(total: np.ndarray, chi2: np.ndarray, invalid: np.ndarray, params: ScreenParams):
+    """Decide every frame's status from the statistics of all frames.
+
+    Returns
+    -------
+    status : (N,) int8 with codes ACCEPTED, WEAK, CHI2, INVALID, BACKGROUND
+    thresholds : dict of the thresholds used
+    """
+    status = np.full(total.shape, ACCEPTED, dtype=np.int8)
+    status[invalid] = INVALID
+    ok = ~invalid
+    if not ok.any():
+        return status, {"weak_total": None, "chi2_max": None, "background_total": None}
+    weak_total = params.weak_factor * float(np.median(total[ok]))
+    weak = ok & (total < weak_total)
+    status[weak] = WEAK
+    ok &= ~weak
+    if params.chi2_max is not None:
+        chi2_max = params.chi2_max
+    else:
+        med = float(np.median(chi2[ok]))
+        mad = float(np.median(np.abs(chi2[ok] - med)))
+        chi2_max = med + params.chi2_mad * 1.4826 * max(mad, 1e-12 * max(med, 1.0))
+    streak = ok & (chi2 > chi2_max)
+    status[streak] = CHI2
+    ok &= ~streak
+    survivors = np.flatnonzero(ok)
+    n_bg = int(round(params.background_fraction * survivors.size))
+    if params.background_fraction > 0 and survivors.size >= 2:
+        n_bg = min(max(n_bg, 1), survivors.size - 1)
+    background_total = None
+    if n_bg:
+        # stable sort: ties broken by frame index, the same on every back end
+        weakest = survivors[np.argsort(total[survivors], kind="stable")[:n_bg]]
+        status[weakest] = BACKGROUND
+        background_total = float(total[weakest].max())
+    return status, {"weak_total": weak_total, "chi2_max": chi2_max,
+                    "background_total": background_total}
+
+
+def partial_sums(frames: np.ndarray, status: np.ndarray):
+    """Float64 sums of the accepted and of the background frames of a block.
+
+    Frames are added one at a time in index order, so a given block always gives the
+    same bits. Unmeasured pixels are not zeroed here: the caller applies the mask once.
+    """
+    h, w = frames.shape[1:]
+    accepted = np.zeros((h, w), dtype=np.float64)
+    background = np.zeros((h, w), dtype=np.float64)
+    for i, s in enumerate(status):
+        if s == ACCEPTED:
+            np.add(accepted, frames[i], out=accepted)
+        elif s == BACKGROUND:
+            np.add(background, frames[i], out=background)
+    return accepted, background
+
+
+def subtract_background(accepted, background, n_accepted: int, n_background: int, mask):
+    """``S = sum_acc - (N_acc / N_bg) B`` on measured pixels (0 elsewhere)."""
+    total = accepted.copy()
+    if n_background:
+        total -= (n_accepted / n_background) * background
+    total[~mask] = 0.0
+    return total
+
+
+def find_center(pattern: np.ndarray, valid: np.ndarray, guess=None, radius: float | None = None):
+    """Sub-pixel origin where the pattern best matches its own 180-degree rotation.
+
+    For every candidate centre ``c`` (on the half-pixel grid ``t = 2c``) the mean squared
+    difference between ``f(x)`` and ``f(t - x)`` over pixel pairs valid on both sides is
+    computed with three FFT convolutions; ``f = sqrt(max(I, 0))`` tames the dynamic range.
+    A parabola through the minimum and its neighbours gives the sub-pixel position.
+
+    Returns
+    -------
+    (cy, cx) : float, in pixels of ``pattern``.
+    """
+    v = valid.astype(np.float64)
+    f = np.sqrt(np.clip(pattern, 0, None)) * v
+    overlap = signal.fftconvolve(v, v)
+    power = signal.fftconvolve(f * f, v)
+    cross = signal.fftconvolve(f, f)
+    h, w = pattern.shape
+    min_overlap = 0.25 * overlap.max()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.where(overlap > min_overlap, (2 * power - 2 * cross) / overlap, np.inf)
+    ty, tx = np.indices(err.shape)
+    gy, gx = (h // 2, w // 2) if guess is None else guess
+    reach = radius if radius is not None else min(h, w) / 4
+    err[np.hypot(ty / 2 - gy, tx / 2 - gx) > reach] = np.inf
+    iy, ix = np.unravel_index(np.argmin(err), err.shape)
+    if not np.isfinite(err[iy, ix]):
+        raise ValueError("no centre candidate has enough valid pixel pairs")
+    return _subpixel(err, (iy, ix), 0) / 2, _subpixel(err, (iy, ix), 1) / 2
+
+
+def _subpixel(err: np.ndarray, idx: tuple[int, int], axis: int) -> float:
+    """Vertex of the parabola through the minimum ``idx`` and its neighbours along ``axis``."""
+    centre = idx[axis]
+    if centre == 0 or centre == err.shape[axis] - 1:
+        return float(centre)
+    lo, hi = list(idx), list(idx)
+    lo[axis] -= 1
+    hi[axis] += 1
+    a, b, c = err[tuple(lo)], err[idx], err[tuple(hi)]
+    denom = a - 2 * b + c
+    if not np.isfinite(denom) or denom <= 0:
+        return float(centre)
+    return centre + 0.5 * (a - c) / denom
+
+
+def mirror_index(shape: tuple[int, int], center) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of every pixel's mirror ``-q`` about ``center`` (rounded to the half pixel).
+
+    Returns mirror rows, mirror columns (each (H, W) int) and a bool map of pixels whose
+    mirror lies on the detector.
+    """
+    ty, tx = (int(round(2 * c)) for c in center)
+    yy, xx = np.indices(shape)
+    my, mx = ty - yy, tx - xx
+    inside = (my >= 0) & (my < shape[0]) & (mx >= 0) & (mx < shape[1])
+    return np.clip(my, 0, shape[0] - 1), np.clip(mx, 0, shape[1] - 1), inside
+
+
+def centro_patch(pattern: np.ndarray, valid: np.ndarray, center):
+    """Fill missing pixels whose centrosymmetric mirror is measured with the mirror's value.
+
+    Returns
+    -------
+    patched : copy of ``pattern`` with those pixels filled
+    valid_out : ``valid`` plus the filled pixels
+    filled : bool map of the filled pixels
+    """
+    my, mx, inside = mirror_index(pattern.shape, center)
+    filled = ~valid & inside & valid[my, mx]
+    patched = pattern.copy()
+    patched[filled] = pattern[my[filled], mx[filled]]
+    return patched, valid | filled, filled
+
+
+def bin_pattern(pattern: np.ndarray, valid: np.ndarray, center, factor: int,
+                out_shape: tuple[int, int] | None = None, min_valid: float = 0.5):
+    """Bin ``factor x factor`` onto a grid whose pixel (h // 2, w // 2) holds the centre.
+
+    The window may reach past the detector: pixels there are missing. A binned pixel is the
+    sum over its valid sub-pixels scaled by ``factor**2 / n_valid``, and is valid when at
+    least ``min_valid`` of its sub-pixels are.
+
+    Returns
+    -------
+    binned : (h, w) float64
+    valid_b : (h, w) bool
+    origin : (oy, ox) detector pixel of the window's first corner
+    """
+    b = int(factor)
+    h, w = out_shape or (pattern.shape[0] // b, pattern.shape[1] // b)
+    origin = tuple(int(round(c - (n // 2) * b - (b - 1) / 2)) for c, n in zip(center, (h, w)))
+    window = np.zeros((h * b, w * b))
+    wvalid = np.zeros((h * b, w * b), dtype=bool)
+    src = [slice(max(o, 0), min(o + n * b, size)) for o, n, size in
+           zip(origin, (h, w), pattern.shape)]
+    dst = [slice(s.start - o, s.stop - o) for s, o in zip(src, origin)]
+    window[dst[0], dst[1]] = np.where(valid[src[0], src[1]], pattern[src[0], src[1]], 0.0)
+    wvalid[dst[0], dst[1]] = valid[src[0], src[1]]
+    sums = window.reshape(h, b, w, b).sum(axis=(1, 3))
+    counts = wvalid.reshape(h, b, w, b).sum(axis=(1, 3))
+    valid_b = counts >= min_valid * b * b
+    binned = np.zeros((h, w))
+    binned[valid_b] = sums[valid_b] * (b * b) / counts[valid_b]
+    return binned, valid_b, origin
+
+
+def central_disk(shape: tuple[int, int], diameter: float) -> np.ndarray:
+    """Pixels within ``diameter / 2`` of (h // 2, w // 2): the central speckle to drop."""
+    yy, xx = np.indices(shape)
+    return np.hypot(yy - shape[0] // 2, xx - shape[1] // 2) <= diameter / 2
+
+
+def to_amplitude(binned: np.ndarray, valid: np.ndarray):
+    """``A = sqrt(max(S, 0))`` as float32, zero on missing pixels."""
+    amp = np.sqrt(np.clip(binned, 0, None)).astype(np.float32)
+    amp[~valid] = 0
+    return amp

@@ -1,0 +1,267 @@
+"""The ``lensfree`` command line. Only this module prints; everything else logs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from lensfree.errors import LensfreeError
+from lensfree.launch.backends import BACKENDS, make_backend
+
+log = logging.getLogger("lensfree")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("execution")
+    g.add_argument("--backend", choices=BACKENDS, default="local",
+                   help="where work runs: this process, a Dask cluster, or MPI ranks "
+                        "(under mpirun -n N) [local]")
+    g.add_argument("--workers", type=int, default=None,
+                   help="local: threads; dask: LocalCluster worker processes [1; dask: cores]")
+    g.add_argument("--scheduler", default=None,
+                   help="dask: address of an existing scheduler to join instead")
+    g.add_argument("--dashboard-address", default=":8787",
+                   help="dask: where the LocalCluster dashboard listens [:8787]")
+    g.add_argument("--seed", type=int, default=0, help="run seed [0]")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _geometry_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("geometry (overrides the store's attrs)")
+    g.add_argument("--wavelength", type=float, help="wavelength in metres")
+    g.add_argument("--distance", type=float, help="sample-detector distance in metres")
+    g.add_argument("--pixel-size", type=float, help="detector pixel size in metres")
+    g.add_argument("--pixels", action="store_true",
+                   help="accept a store without geometry and work in pixels")
+
+
+def _geometry(args):
+    from lensfree.io.frames import Geometry
+
+    given = [args.wavelength, args.distance, args.pixel_size]
+    if all(v is None for v in given):
+        return None
+    if any(v is None for v in given):
+        raise LensfreeError("give all of --wavelength, --distance and --pixel-size, or none")
+    for name, v in zip(("--wavelength", "--distance", "--pixel-size"), given):
+        if not v > 0:
+            raise LensfreeError(f"{name} {v}: must be positive")
+    return Geometry(*given)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lensfree",
+        description="Distributed reconstruction for lensless coherent imaging "
+                    "(ensemble CDI, GHIO phase retrieval, ptychography).")
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--debug", action="store_true", help="full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the whole pipeline on built-in simulated data")
+    p.add_argument("--out", default="lensfree-demo", help="output folder [lensfree-demo]")
+    p.add_argument("--frames", type=int, default=1000, help="frames to simulate [1000]")
+    _common(p)
+    p.set_defaults(handler=_cmd_demo)
+
+    p = sub.add_parser("simulate", help="make simulated data")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    e = kinds.add_parser("ensemble", help="frames of many identical core-shell spheres")
+    e.add_argument("--out", required=True, help="frame store to write (X.zarr)")
+    e.add_argument("--frames", type=int, default=2000, help="number of frames [2000]")
+    e.add_argument("--size", type=int, default=256, help="frame size in pixels [256]")
+    e.add_argument("--inner", type=float, default=19.0, help="core diameter, nm [19]")
+    e.add_argument("--outer", type=float, default=55.0, help="shell diameter, nm [55]")
+    e.add_argument("--core-density", type=float, default=3.0, help="[3.0]")
+    e.add_argument("--shell-density", type=float, default=1.0, help="[1.0]")
+    e.add_argument("--particles", type=float, default=2.0, help="mean particles per frame [2]")
+    e.add_argument("--photons", type=float, default=3000.0,
+                   help="mean photons per particle on the detector [3000]")
+    e.add_argument("--weak-fraction", type=float, default=0.02, help="[0.02]")
+    e.add_argument("--streak-fraction", type=float, default=0.02, help="[0.02]")
+    e.add_argument("--invalid-fraction", type=float, default=None,
+                   help="[0.01 for float dtypes, 0 for integer]")
+    e.add_argument("--dtype", default="float32", help="float32, uint16, ... [float32]")
+    e.add_argument("--chunk", type=int, default=64, help="frames per chunk [64]")
+    _common(e)
+    e.set_defaults(handler=_cmd_simulate_ensemble)
+
+    p = sub.add_parser("ingest", help="convert a CXI/HDF5 file to a frame store")
+    p.add_argument("input", help="CXI or HDF5 file")
+    p.add_argument("--out", required=True, help="frame store to write (X.zarr)")
+    p.add_argument("--dataset", help="HDF5 path of the frames (plain HDF5)")
+    p.add_argument("--mask-dataset", help="HDF5 path of a mask (nonzero = bad)")
+    p.add_argument("--chunk", type=int, default=64, help="frames per chunk [64]")
+    _geometry_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_cmd_ingest)
+
+    p = sub.add_parser("sum", help="stage 1: screen, background, sum, centre, patch, bin")
+    p.add_argument("frames", help="frame store (X.zarr)")
+    p.add_argument("--out", required=True, help="run store to write (RUN.zarr)")
+    p.add_argument("--mask", help="mask file (.npy/.npz/.tif/.h5), True or nonzero = measured")
+    p.add_argument("--mask-key", help="array name inside the mask file")
+    p.add_argument("--weak-factor", type=float, default=0.1,
+                   help="weak: total below this times the median total [0.1]")
+    p.add_argument("--chi2-max", type=float, default=None,
+                   help="edge-scatter chi-square limit [median + 8 * 1.4826 MAD]")
+    p.add_argument("--chi2-mad", type=float, default=8.0, help="MADs for the default [8]")
+    p.add_argument("--background-fraction", type=float, default=0.01,
+                   help="weakest share of surviving frames summed as background [0.01]")
+    p.add_argument("--annulus-width", type=int, default=4,
+                   help="width of the edge-scatter ring next to the beam stop, px [4]")
+    p.add_argument("--bin", type=int, default=2, dest="binning", help="bin factor [2]")
+    p.add_argument("--speckle-diameter", type=float, default=None,
+                   help="central disk dropped, binned px [beam stop + 4]")
+    _geometry_args(p)
+    _common(p)
+    p.set_defaults(handler=_cmd_sum)
+    return parser
+
+
+def _version() -> str:
+    import lensfree
+
+    return f"lensfree {lensfree.__version__}"
+
+
+def _backend(args):
+    return make_backend(args.backend, workers=args.workers, scheduler=args.scheduler,
+                        progress=not args.quiet, dashboard_address=args.dashboard_address)
+
+
+def _announce(backend, out=sys.stdout) -> None:
+    if backend.is_root:
+        link = getattr(backend, "dashboard_link", None)
+        extra = f", dashboard {link}" if link else ""
+        print(f"backend {backend.name}: {backend.n_workers} worker(s){extra}", file=out,
+              flush=True)
+
+
+def _cmd_simulate_ensemble(args) -> int:
+    import numpy as np
+
+    from lensfree.engine.simulate import EnsembleParams
+    from lensfree.launch.stage_simulate import simulate_ensemble
+
+    invalid = args.invalid_fraction
+    if invalid is None:
+        invalid = 0.01 if np.dtype(args.dtype).kind == "f" else 0.0
+    try:
+        params = EnsembleParams(
+            n_frames=args.frames, shape=(args.size, args.size),
+            inner_diameter_m=args.inner * 1e-9, outer_diameter_m=args.outer * 1e-9,
+            core_density=args.core_density, shell_density=args.shell_density,
+            particles_per_frame=args.particles, photons_per_particle=args.photons,
+            weak_fraction=args.weak_fraction, streak_fraction=args.streak_fraction,
+            invalid_fraction=invalid, dtype=args.dtype, seed=args.seed)
+    except (ValueError, TypeError) as exc:
+        raise LensfreeError(f"simulate ensemble: {exc}") from None
+    with _backend(args) as backend:
+        _announce(backend)
+        t0 = time.perf_counter()
+        attrs = simulate_ensemble(backend, params, args.out, chunk_frames=args.chunk)
+        if backend.is_root:
+            truth = attrs["truth"]
+            print(f"{args.out}: {params.n_frames} frames of {params.shape[0]}x{params.shape[1]} "
+                  f"{params.dtype} in {time.perf_counter() - t0:.1f} s; planted "
+                  f"{len(truth['weak'])} weak, {len(truth['streak'])} streak, "
+                  f"{len(truth['invalid'])} invalid; centre "
+                  f"({truth['center'][0]:.2f}, {truth['center'][1]:.2f})")
+    return 0
+
+
+def _cmd_ingest(args) -> int:
+    from lensfree.io.ingest import ingest
+
+    info = ingest(args.input, args.out, dataset=args.dataset, mask_dataset=args.mask_dataset,
+                  geometry=_geometry(args), chunk_frames=args.chunk, progress=not args.quiet)
+    print(f"{args.out}: {info['n_frames']} frames of {info['frame_shape']} {info['dtype']} "
+          f"from {args.input}")
+    return 0
+
+
+def _load_mask(args):
+    if not args.mask:
+        return None
+    import numpy as np
+
+    from lensfree.io.images import load_image
+
+    return np.asarray(load_image(args.mask, args.mask_key)) != 0
+
+
+def _cmd_sum(args) -> int:
+    from lensfree.engine.ensemble import ScreenParams
+    from lensfree.io.frames import open_frames
+    from lensfree.launch.stage_sum import SumParams, run_sum
+
+    try:
+        params = SumParams(
+            screen=ScreenParams(weak_factor=args.weak_factor, chi2_max=args.chi2_max,
+                                chi2_mad=args.chi2_mad,
+                                background_fraction=args.background_fraction,
+                                annulus_width=args.annulus_width),
+            binning=args.binning, speckle_diameter=args.speckle_diameter)
+    except ValueError as exc:
+        raise LensfreeError(f"sum: {exc}") from None
+    store = open_frames(args.frames, geometry=_geometry(args), allow_pixels=args.pixels,
+                        mask=_load_mask(args))
+    with _backend(args) as backend:
+        _announce(backend)
+        t0 = time.perf_counter()
+        attrs = run_sum(backend, store, args.out, params)
+        if backend.is_root:
+            _print_sum(args.out, attrs, time.perf_counter() - t0)
+    return 0
+
+
+def _print_sum(out: str, attrs: dict, seconds: float) -> None:
+    c = attrs["counts"]
+    cy, cx = attrs["center"]
+    print(f"{out}: ensemble/ written in {seconds:.1f} s")
+    print(f"  frames  accepted {c['accepted']}, background {c['background']}, weak {c['weak']}, "
+          f"chi2 {c['chi2']}, invalid {c['invalid']}")
+    if attrs["unreadable"]:
+        print(f"  unreadable chunks: {len(attrs['unreadable'])} (frames marked invalid)")
+    print(f"  centre  ({cy:.2f}, {cx:.2f}) px; {attrs['n_patched']} pixels patched from mirrors; "
+          f"binned x{attrs['binning']}, {attrs['n_valid']} valid pixels")
+
+
+def _cmd_demo(args) -> int:
+    from lensfree.launch.demo import run_demo
+
+    return run_demo(args, _backend, _announce)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="lensfree: %(levelname)s: %(message)s")
+    mpi = getattr(args, "backend", None) == "mpi"
+    try:
+        return args.handler(args)
+    except (LensfreeError, FileNotFoundError) as exc:
+        code = 2
+        message = str(exc)
+    except Exception as exc:  # an unexpected failure: say it plainly, keep the traceback
+        if args.debug or os.environ.get("LENSFREE_DEBUG"):
+            raise
+        code = 1
+        message = f"{exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)"
+    prefix = "lensfree: error: "
+    if mpi:
+        from mpi4py import MPI
+
+        rank = MPI.COMM_WORLD.Get_rank()
+        if rank:
+            prefix = f"lensfree: error (rank {rank}): "
+        print(prefix + message, file=sys.stderr, flush=True)
+        if MPI.COMM_WORLD.Get_size() > 1:
+            MPI.COMM_WORLD.Abort(code)  # one failing rank must not leave the others hanging
+        return code
+    print(prefix + message, file=sys.stderr, flush=True)
+    return code
