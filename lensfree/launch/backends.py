@@ -59,8 +59,8 @@ class Backend(ABC):
         self.close()
 
     def _bar(self, total: int, desc: str):
-        return tqdm(total=total, desc=desc, unit="task", disable=not (self.progress and self.is_root),
-                    file=sys.stderr, leave=False, dynamic_ncols=True)
+        return tqdm(total=total, desc=desc, unit="task", file=sys.stderr, leave=False,
+                    disable=not (self.progress and self.is_root), dynamic_ncols=True)
 
 
 class LocalBackend(Backend):

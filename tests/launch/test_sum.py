@@ -1,0 +1,142 @@
+"""Stage 1 end to end through the CLI on every back end, against the planted truth."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import zarr
+
+from lensfree.engine import ensemble
+from lensfree.launch.cli import main
+from tests.conftest import lensfree_exe, mpiexec
+
+
+def _run_sum(store, out, *extra):
+    assert main(["sum", store, "--out", out, "--quiet", *extra]) == 0
+    return zarr.open_group(out, mode="r")["ensemble"]
+
+
+@pytest.fixture(scope="module")
+def local_run(ensemble_store, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("run") / "local.zarr")
+    return _run_sum(ensemble_store, out)
+
+
+def test_screens_match_planted_frames(local_run, ensemble_store):
+    truth = zarr.open_group(ensemble_store, mode="r").attrs["truth"]
+    status = local_run["frame_status"][...]
+    assert set(np.flatnonzero(status == ensemble.WEAK)) == set(truth["weak"])
+    assert set(np.flatnonzero(status == ensemble.INVALID)) == set(truth["invalid"])
+    streak = np.asarray(truth["streak"])
+    assert np.mean(status[streak] == ensemble.CHI2) >= 0.95
+    good = np.ones(status.size, bool)
+    good[truth["weak"] + truth["streak"] + truth["invalid"]] = False
+    wrongly = np.isin(status[good], (ensemble.WEAK, ensemble.CHI2, ensemble.INVALID))
+    assert wrongly.mean() < 0.01
+    assert local_run.attrs["complete"] is True
+    counts = local_run.attrs["counts"]
+    assert sum(counts.values()) == status.size
+
+
+def test_sum_is_accepted_minus_scaled_background(local_run, ensemble_store):
+    frames = zarr.open_group(ensemble_store, mode="r")["frames"][...]
+    status = local_run["frame_status"][...]
+    mask = local_run["mask"][...]
+    acc, bg = frames[status == 0].astype(np.float64), frames[status == 4].astype(np.float64)
+    expected = acc.sum(0) - (len(acc) / len(bg)) * bg.sum(0)
+    got = local_run["sum"][...]
+    # integer counts: every float64 partial sum is exact, whatever the order
+    np.testing.assert_array_equal(got[mask], expected[mask])
+    assert (got[~mask] == 0).all()
+
+
+def test_centre_within_half_pixel_and_patches_equal_mirrors(local_run, ensemble_store):
+    truth = zarr.open_group(ensemble_store, mode="r").attrs["truth"]
+    cy, cx = local_run.attrs["center"]
+    assert np.hypot(cy - truth["center"][0], cx - truth["center"][1]) < 0.5
+    patched, filled = local_run["patched"][...], local_run["filled"][...]
+    assert filled.sum() > 50  # the detector gaps have measured mirrors
+    my, mx, _ = ensemble.mirror_index(patched.shape, (cy, cx))
+    np.testing.assert_array_equal(patched[filled], patched[my[filled], mx[filled]])
+    amp, valid = local_run["amplitude"][...], local_run["valid"][...]
+    assert amp.dtype == np.float32 and amp.shape == (64, 64)
+    assert not valid[32, 32] and (amp[~valid] == 0).all()
+
+
+def test_dask_two_workers_gives_the_same_sum(local_run, ensemble_store, tmp_path):
+    out = str(tmp_path / "dask.zarr")
+    run = _run_sum(ensemble_store, out, "--backend", "dask", "--workers", "2",
+                   "--dashboard-address", ":0")
+    np.testing.assert_array_equal(run["sum"][...], local_run["sum"][...])
+    np.testing.assert_array_equal(run["frame_status"][...], local_run["frame_status"][...])
+    np.testing.assert_array_equal(run["amplitude"][...], local_run["amplitude"][...])
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(mpiexec() is None, reason="no mpiexec (pip install 'lensfree[mpi]')")
+def test_mpiexec_two_ranks_gives_the_same_sum(local_run, ensemble_store, tmp_path):
+    out = str(tmp_path / "mpi.zarr")
+    cmd = [mpiexec(), "-n", "2", *lensfree_exe(), "sum", ensemble_store, "--out", out,
+           "--backend", "mpi", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr
+    run = zarr.open_group(out, mode="r")["ensemble"]
+    np.testing.assert_array_equal(run["sum"][...], local_run["sum"][...])
+    np.testing.assert_array_equal(run["frame_status"][...], local_run["frame_status"][...])
+
+
+def test_unreadable_chunk_marks_its_frames_invalid(ensemble_store, tmp_path, caplog):
+    broken = str(tmp_path / "broken.zarr")
+    shutil.copytree(ensemble_store, broken)
+    chunk = os.path.join(broken, "frames", "c", "3", "0", "0")  # frames 96..127
+    with open(chunk, "wb") as f:
+        f.write(b"not a blosc chunk")
+    run = _run_sum(broken, str(tmp_path / "run.zarr"))
+    status = run["frame_status"][...]
+    assert (status[96:128] == ensemble.INVALID).all()
+    assert run.attrs["unreadable"][0][:2] == [96, 128]
+    assert run.attrs["complete"] is True
+
+
+def _error_of(capsys, argv):
+    code = main(argv)
+    return code, capsys.readouterr().err.strip()
+
+
+def test_missing_path_is_a_one_line_error(capsys, tmp_path):
+    code, err = _error_of(capsys, ["sum", str(tmp_path / "nope.zarr"), "--out",
+                                   str(tmp_path / "r.zarr")])
+    assert code != 0 and "nope.zarr" in err and len(err.splitlines()) == 1
+
+
+def test_store_without_geometry_is_refused_unless_pixels(capsys, tmp_path, ensemble_store):
+    bare = str(tmp_path / "bare.zarr")
+    shutil.copytree(ensemble_store, bare)
+    g = zarr.open_group(bare, mode="r+")
+    for k in ("wavelength_m", "distance_m", "pixel_size_m"):
+        del g.attrs[k]
+    code, err = _error_of(capsys, ["sum", bare, "--out", str(tmp_path / "r.zarr")])
+    assert code != 0 and "bare.zarr" in err and "geometry" in err
+    assert main(["sum", bare, "--out", str(tmp_path / "r2.zarr"), "--pixels", "--quiet"]) == 0
+
+
+def test_mask_of_wrong_shape_is_refused(capsys, tmp_path, ensemble_store):
+    mask = tmp_path / "mask.npy"
+    np.save(mask, np.ones((10, 10), bool))
+    code, err = _error_of(capsys, ["sum", ensemble_store, "--out", str(tmp_path / "r.zarr"),
+                                   "--mask", str(mask)])
+    assert code != 0 and "shape" in err and "(10, 10)" in err
+    assert not os.path.exists(tmp_path / "r.zarr")
+
+
+def test_failed_stage_never_looks_complete(capsys, tmp_path, ensemble_store):
+    out = str(tmp_path / "r.zarr")
+    # every frame "weak": nothing accepted, the stage fails after it has begun
+    code, err = _error_of(capsys, ["sum", ensemble_store, "--out", out, "--weak-factor", "0.99",
+                                   "--chi2-max", "1e-9"])
+    assert code != 0 and "no frame was accepted" in err
+    assert zarr.open_group(out, mode="r")["ensemble"].attrs["complete"] is False
