@@ -124,7 +124,8 @@ class DaskBackend(Backend):
         # still shows the readable prefix ("sum-shard-0003")
         token = uuid.uuid4().hex[:8]
         keys = [f"{n}-{token}" for n in names] if names else None
-        shared_future = self.client.scatter(shared, broadcast=True, hash=False)
+        # scatter a one-element list: scatter would split a tuple into many futures
+        [shared_future] = self.client.scatter([shared], broadcast=True, hash=False)
         futures = self.client.map(fn, tasks, shared=shared_future, key=keys, pure=False,
                                   retries=2)
         with self._bar(len(tasks), desc) as bar:
