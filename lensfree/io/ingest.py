@@ -145,7 +145,10 @@ def _open_hdf5(path: str):
     if os.path.isdir(path):
         raise LensfreeError(f"{path}: is a directory, expected a CXI/HDF5 file")
     if not h5py.is_hdf5(path):
-        raise LensfreeError(f"{path}: not an HDF5 file (expected CXI, Eiger master or HDF5)")
+        hint = "; for one summed pattern use --pattern" if path.lower().endswith(
+            (".npz", ".npy", ".tif", ".tiff")) else ""
+        raise LensfreeError(f"{path}: not an HDF5 file (expected CXI, Eiger master or HDF5)"
+                            + hint)
     try:
         return h5py.File(path, "r")
     except OSError as exc:

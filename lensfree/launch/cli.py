@@ -89,14 +89,28 @@ def build_parser() -> argparse.ArgumentParser:
     _common(e)
     e.set_defaults(handler=_cmd_simulate_ensemble)
 
-    p = sub.add_parser("ingest", help="convert a CXI/HDF5 file to a frame store")
-    p.add_argument("input", help="CXI or HDF5 file")
-    p.add_argument("--out", required=True, help="frame store to write (X.zarr)")
+    p = sub.add_parser("ingest", help="convert a CXI/HDF5 file to a frame store, or one "
+                                      "summed pattern (--pattern) to a run store")
+    p.add_argument("input", help="CXI, Eiger master or HDF5 file; with --pattern .npz/.npy/"
+                                 ".tif/.h5/.zarr")
+    p.add_argument("--out", required=True, help="frame store (X.zarr), or with --pattern the "
+                                                "run store (RUN.zarr) to write")
     p.add_argument("--dataset", help="HDF5 path of the frames (plain HDF5)")
     p.add_argument("--mask-dataset", help="HDF5 path of a mask (nonzero = bad)")
     p.add_argument("--chunk", type=int, default=64, help="frames per chunk [64]")
     _geometry_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("one summed pattern: RUN.zarr/ensemble/ ready for phasing")
+    g.add_argument("--pattern", action="store_true", help="the file holds one 2D pattern")
+    g.add_argument("--key", help="array name [.npz: intensity or data]")
+    g.add_argument("--valid-key", help="array of measured pixels (nonzero = measured)")
+    g.add_argument("--support-key", help="real-space support array [.npz: support]")
+    g.add_argument("--zeros-measured", action="store_true",
+                   help="exact zeros are measured counts, not unmeasured pixels")
+    g.add_argument("--amplitude", action="store_true", help="the file holds amplitudes")
+    g.add_argument("--fft-shifted", action="store_true", help="zero frequency at pixel (0, 0)")
+    g.add_argument("--center", type=float, nargs=2, metavar=("Y", "X"),
+                   help="zero frequency in file pixels [found from centrosymmetry]")
     p.set_defaults(handler=_cmd_ingest)
 
     p = sub.add_parser("sum", help="stage 1: screen, background, sum, centre, patch, bin")
@@ -175,8 +189,26 @@ def _cmd_simulate_ensemble(args) -> int:
 
 
 def _cmd_ingest(args) -> int:
-    from lensfree.io.ingest import ingest
+    from lensfree.io.ingest import ingest, ingest_pattern
 
+    if args.pattern:
+        info = ingest_pattern(
+            args.input, args.out, key=args.key, valid_key=args.valid_key,
+            support_key=args.support_key, zero_is_missing=not args.zeros_measured,
+            geometry=_geometry(args), amplitude=args.amplitude, fft_shifted=args.fft_shifted,
+            center=args.center)
+        (h, w), (cy, cx) = info["shape"], info["center"]
+        print(f"{args.out}: ensemble/ {h}x{w} {info['quantity']} from {args.input}; centre "
+              f"({cy:.2f}, {cx:.2f}) moved by {info['shift']}; {info['n_valid']} valid pixels"
+              + ("; support" if info["has_support"] else ""))
+        return 0
+    given = [o for o, v in (("--key", args.key), ("--valid-key", args.valid_key),
+                            ("--support-key", args.support_key), ("--center", args.center),
+                            ("--zeros-measured", args.zeros_measured),
+                            ("--amplitude", args.amplitude), ("--fft-shifted", args.fft_shifted))
+             if v not in (None, False)]
+    if given:
+        raise LensfreeError(f"{', '.join(given)}: only with --pattern")
     info = ingest(args.input, args.out, dataset=args.dataset, mask_dataset=args.mask_dataset,
                   geometry=_geometry(args), chunk_frames=args.chunk, progress=not args.quiet)
     print(f"{args.out}: {info['n_frames']} frames of {info['frame_shape']} {info['dtype']} "

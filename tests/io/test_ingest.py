@@ -1,0 +1,404 @@
+"""lensfree.io.ingest: CXI / Eiger / HDF5 files to frame stores, single patterns to run stores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import hdf5plugin
+import numpy as np
+import pytest
+import scipy.constants
+import zarr
+
+import lensfree.io.ingest as ingest_mod
+from lensfree.errors import LensfreeError
+from lensfree.io.frames import Geometry, open_frames
+from lensfree.io.ingest import ingest, ingest_pattern
+from lensfree.launch.cli import main
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+P25 = DATA / "p25_nearfield_ptycho_cxi" / "PETRAIII_P25_Near_Field_Ptycho.cxi"
+ESRF = DATA / "esrf_logo_cdi" / "logo5mu_20sec.npz"
+NADIA = DATA / "nadia_planar_cdi" / "planar_data.tif"
+
+DISTANCE, PIXEL, ENERGY_J = 0.7531, 75e-6, 8000.0 * scipy.constants.e
+WAVELENGTH = scipy.constants.h * scipy.constants.c / ENERGY_J
+
+
+def _frames(rng, n=10, h=16, w=12):
+    return rng.poisson(30.0, size=(n, h, w)).astype(np.uint16)
+
+
+def make_cxi(path, rng, *, frames=None, flags=None, translation=None, basis=None, probe=None,
+             with_data=True, y_pixel=PIXEL):
+    """A CXI 1.6 file as beamlines write it: data soft-linked, energy in J, uint32 mask flags."""
+    frames = _frames(rng) if frames is None else frames
+    with h5py.File(path, "w") as f:
+        f["cxi_version"] = 160
+        det = f.create_group("entry_1/instrument_1/detector_1")
+        if with_data:
+            det.create_dataset("data", data=frames, chunks=(3, *frames.shape[1:]),
+                               compression="gzip")
+            f["entry_1/data_1/data"] = h5py.SoftLink("/entry_1/instrument_1/detector_1/data")
+        det["distance"] = DISTANCE
+        det["x_pixel_size"] = PIXEL
+        det["y_pixel_size"] = y_pixel
+        if flags is not None:
+            det["mask"] = flags
+        if basis is not None:
+            det["basis_vectors"] = basis
+        f["entry_1/instrument_1/source_1/energy"] = ENERGY_J
+        if probe is not None:
+            f["entry_1/instrument_1/source_1/illumination"] = probe
+        if translation is not None:
+            f["entry_1/sample_1/geometry_1/translation"] = translation
+    return frames
+
+
+def _flags(rng, shape):
+    flags = np.zeros(shape, dtype=np.uint32)
+    flags[rng.random(shape) < 0.1] = 1  # bad
+    flags[0, :] = 4  # another flag bit, also bad
+    return flags
+
+
+def test_cxi_round_trip(tmp_path):
+    rng = np.random.default_rng(11)
+    flags = _flags(rng, (16, 12))
+    translation = rng.uniform(-50e-6, 50e-6, size=(10, 3))
+    probe = (rng.normal(size=(8, 8)) + 1j * rng.normal(size=(8, 8))).astype(np.complex128)
+    frames = make_cxi(tmp_path / "scan.cxi", rng, flags=flags, translation=translation,
+                      probe=probe)
+    out = str(tmp_path / "scan.zarr")
+
+    info = ingest(str(tmp_path / "scan.cxi"), out, chunk_frames=4, progress=False)
+
+    assert info["n_frames"] == 10 and info["frame_shape"] == (16, 12)
+    assert info["has_mask"] and info["has_positions"] and info["has_probe"]
+    g = zarr.open_group(out, mode="r")
+    assert g["frames"].chunks == (4, 16, 12)
+    assert g["frames"].dtype == np.uint16
+    np.testing.assert_array_equal(g["frames"][:], frames)  # bit for bit
+    for key, want in (("distance_m", DISTANCE), ("pixel_size_m", PIXEL),
+                      ("wavelength_m", WAVELENGTH)):
+        assert g.attrs[key] == pytest.approx(want, rel=1e-12)
+    np.testing.assert_array_equal(g["mask"][:], flags == 0)
+    assert g["mask"].dtype == bool
+    # CXI default detector axes (rows -y, cols -x) and the probe at minus the sample
+    # translation: positions (y, x) = (t_y, t_x).
+    assert g["positions"].dtype == np.float64
+    np.testing.assert_array_equal(g["positions"][:], translation[:, [1, 0]])
+    np.testing.assert_allclose(g["probe"][:], probe[None].astype(np.complex64))
+    assert g.attrs["source"]["format"] == "cxi"
+    assert not os.path.exists(out + ".partial")
+    store = open_frames(out)
+    assert store.geometry.wavelength_m == pytest.approx(WAVELENGTH, rel=1e-12)
+    assert store.chunk_frames == 4
+
+
+def test_cxi_positions_follow_basis_vectors(tmp_path):
+    rng = np.random.default_rng(12)
+    translation = rng.uniform(-5e-6, 5e-6, size=(10, 3))
+    # rows along +x, columns along +y of the lab: a detector turned by 90 degrees, as
+    # cdtools writes it (vectors as the columns of a (3, 2) array)
+    basis = np.array([[PIXEL, 0.0], [0.0, PIXEL], [0.0, 0.0]])
+    make_cxi(tmp_path / "turned.cxi", rng, translation=translation, basis=basis)
+    ingest(str(tmp_path / "turned.cxi"), str(tmp_path / "t.zarr"), progress=False)
+    positions = zarr.open_group(str(tmp_path / "t.zarr"), mode="r")["positions"][:]
+    np.testing.assert_allclose(positions, -translation[:, [0, 1]], rtol=0, atol=1e-18)
+
+
+def test_geometry_given_overrides_file(tmp_path):
+    rng = np.random.default_rng(13)
+    make_cxi(tmp_path / "scan.cxi", rng)
+    info = ingest(str(tmp_path / "scan.cxi"), str(tmp_path / "s.zarr"),
+                  geometry=Geometry(distance_m=2.0), progress=False)
+    assert info["geometry"]["distance_m"] == 2.0
+    assert info["geometry"]["pixel_size_m"] == pytest.approx(PIXEL, rel=1e-12)
+    assert not info["has_mask"] and not info["has_positions"]
+
+
+def test_plain_hdf5_through_cli(tmp_path):
+    rng = np.random.default_rng(14)
+    frames = rng.normal(5.0, 1.0, size=(7, 10, 14)).astype(np.float32)
+    bad = np.zeros((10, 14), dtype=np.uint8)
+    bad[3, 4] = bad[9, 0] = 1
+    path = tmp_path / "run.h5"
+    with h5py.File(path, "w") as f:
+        f["scan/frames"] = frames
+        f["scan/bad"] = bad
+    out = str(tmp_path / "run.zarr")
+    rc = main(["ingest", str(path), "--out", out, "--dataset", "/scan/frames",
+               "--mask-dataset", "/scan/bad", "--wavelength", "1.5e-10", "--distance", "2.5",
+               "--pixel-size", "7.5e-5", "--chunk", "3", "--quiet"])
+    assert rc == 0
+    store = open_frames(out)
+    assert store.geometry == Geometry(1.5e-10, 2.5, 7.5e-5)
+    assert store.chunk_frames == 3 and store.n_frames == 7
+    np.testing.assert_array_equal(store.mask, bad == 0)
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["frames"][:], frames)
+
+
+def test_plain_2d_dataset_is_one_frame_without_geometry(tmp_path):
+    image = np.arange(48, dtype=np.int32).reshape(6, 8)
+    with h5py.File(tmp_path / "one.h5", "w") as f:
+        f["image"] = image
+    info = ingest(str(tmp_path / "one.h5"), str(tmp_path / "one.zarr"), dataset="image",
+                  progress=False)
+    assert info["n_frames"] == 1 and info["geometry"] == {}
+    store = open_frames(str(tmp_path / "one.zarr"), allow_pixels=True)
+    assert not store.geometry.known
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "one.zarr"))["frames"][0],
+                                  image)
+
+
+def test_eiger_master_with_external_links(tmp_path):
+    rng = np.random.default_rng(15)
+    parts = [rng.poisson(3.0, size=(n, 8, 8)).astype(np.uint32) for n in (3, 5)]
+    for i, part in enumerate(parts, start=1):
+        with h5py.File(tmp_path / f"s_data_00000{i}.h5", "w") as f:
+            f.create_dataset("entry/data/data", data=part, chunks=(1, 8, 8),
+                             **hdf5plugin.Bitshuffle(cname="lz4"))
+    pixel_mask = np.zeros((8, 8), dtype=np.uint32)
+    pixel_mask[2, 5] = 8
+    with h5py.File(tmp_path / "s_master.h5", "w") as f:
+        for i in (1, 2):
+            f[f"entry/data/data_00000{i}"] = h5py.ExternalLink(f"s_data_00000{i}.h5",
+                                                               "entry/data/data")
+        det = f.create_group("entry/instrument/detector")
+        det["detector_distance"] = 0.3
+        det["x_pixel_size"] = det["y_pixel_size"] = 75e-6
+        det["detectorSpecific/pixel_mask"] = pixel_mask
+        f["entry/instrument/beam/incident_wavelength"] = 1.2
+        f["entry/instrument/beam/incident_wavelength"].attrs["units"] = "angstrom"
+    out = str(tmp_path / "e.zarr")
+    info = ingest(str(tmp_path / "s_master.h5"), out, chunk_frames=4, progress=False)
+    assert info["format"] == "eiger" and info["n_frames"] == 8
+    np.testing.assert_array_equal(zarr.open_group(out)["frames"][:], np.concatenate(parts))
+    assert info["geometry"]["wavelength_m"] == pytest.approx(1.2e-10, rel=1e-12)
+    np.testing.assert_array_equal(zarr.open_group(out)["mask"][:], pixel_mask == 0)
+
+
+@pytest.mark.skipif(not P25.exists(), reason=f"real data absent: {P25}")
+def test_real_p25_cxi(tmp_path):
+    out = str(tmp_path / "p25.zarr")
+    info = ingest(str(P25), out, progress=False)
+    assert info["n_frames"] == 200 and info["frame_shape"] == (100, 100)
+    store = open_frames(out)
+    assert all(v > 0 for v in store.geometry.as_attrs().values()) and store.geometry.known
+    assert store.geometry.distance_m == pytest.approx(1.12, rel=1e-6)
+    assert store.geometry.wavelength_m == pytest.approx(9.7949e-11, rel=1e-4)
+    assert (~store.mask).sum() == 5  # README: 5 flagged pixels
+    g = zarr.open_group(out, mode="r")
+    positions = g["positions"][:]
+    assert positions.shape == (200, 2)
+    # README: x in [-62.8, -42.7] um, y in [-47.8, -28.8] um; positions are (y, x)
+    assert positions[:, 0].min() == pytest.approx(-47.8e-6, abs=0.1e-6)
+    assert positions[:, 1].max() == pytest.approx(-42.7e-6, abs=0.1e-6)
+    with h5py.File(P25, "r") as f:
+        np.testing.assert_array_equal(g["frames"][150:200], f["entry_1/data_1/data"][150:200])
+
+
+def _bad_cxi_without_data(tmp_path):
+    path = tmp_path / "nodata.cxi"
+    make_cxi(path, np.random.default_rng(0), with_data=False)
+    return [str(path)], "without frames"
+
+
+def _bad_not_hdf5(tmp_path):
+    path = tmp_path / "notes.h5"
+    path.write_text("not HDF5\n")
+    return [str(path)], "not an HDF5 file"
+
+
+def _bad_missing(tmp_path):
+    return [str(tmp_path / "absent.cxi")], "no such file"
+
+
+def _bad_dataset_absent(tmp_path):
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f["frames"] = np.zeros((2, 4, 4))
+    return [str(path), "--dataset", "/frame"], "no dataset /frame"
+
+
+def _bad_dataset_1d(tmp_path):
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f["energies"] = np.ones(5)
+    return [str(path), "--dataset", "energies"], "expected frames"
+
+
+def _bad_mask_shape(tmp_path):
+    path = tmp_path / "mask.cxi"
+    make_cxi(path, np.random.default_rng(1), flags=np.zeros((12, 16), dtype=np.uint32))
+    return [str(path)], "mask shape"
+
+
+def _bad_mask_dataset_shape(tmp_path):
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f["frames"] = np.zeros((2, 4, 4))
+        f["mask"] = np.zeros((4, 5))
+    return [str(path), "--dataset", "frames", "--mask-dataset", "mask"], "mask shape"
+
+
+def _bad_translation_count(tmp_path):
+    path = tmp_path / "scan.cxi"
+    make_cxi(path, np.random.default_rng(2), translation=np.zeros((9, 3)))
+    return [str(path)], "9 translations for 10 frames"
+
+
+def _bad_non_square(tmp_path):
+    path = tmp_path / "rect.cxi"
+    make_cxi(path, np.random.default_rng(3), y_pixel=2 * PIXEL)
+    return [str(path)], "non-square pixels"
+
+
+@pytest.mark.parametrize("case", [_bad_missing, _bad_not_hdf5, _bad_cxi_without_data,
+                                  _bad_dataset_absent, _bad_dataset_1d, _bad_mask_shape,
+                                  _bad_mask_dataset_shape, _bad_translation_count,
+                                  _bad_non_square])
+def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys, case):
+    argv, words = case(tmp_path)
+    out = str(tmp_path / "out.zarr")
+    rc = main(["ingest", *argv, "--out", out, "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0
+    assert len(err) == 1 and err[0].startswith("lensfree: error: ")
+    assert argv[0] in err[0] and words in err[0]
+    assert not os.path.exists(out) and not os.path.exists(out + ".partial")
+
+
+def test_failure_while_streaming_leaves_no_store(tmp_path, monkeypatch):
+    rng = np.random.default_rng(16)
+    make_cxi(tmp_path / "scan.cxi", rng)
+    out = str(tmp_path / "scan.zarr")
+    ingest(str(tmp_path / "scan.cxi"), out, chunk_frames=4, progress=False)
+    before = zarr.open_group(out, mode="r")["frames"][:]
+    make_cxi(tmp_path / "scan.cxi", rng)  # new frames
+    calls = []
+    real_read = ingest_mod._read
+
+    def failing_read(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise LensfreeError("scan.cxi: cannot read frames 4-7 (simulated)")
+        return real_read(*args)
+
+    monkeypatch.setattr(ingest_mod, "_read", failing_read)
+    with pytest.raises(LensfreeError, match="simulated"):
+        ingest(str(tmp_path / "scan.cxi"), out, chunk_frames=4, progress=False)
+    assert not os.path.exists(out + ".partial")
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["frames"][:], before)
+
+
+def test_refuses_to_replace_a_directory_that_is_not_a_store(tmp_path):
+    make_cxi(tmp_path / "scan.cxi", np.random.default_rng(17))
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "keep.txt").write_text("mine")
+    with pytest.raises(LensfreeError, match="not a Zarr store"):
+        ingest(str(tmp_path / "scan.cxi"), str(tmp_path / "results"), progress=False)
+    assert (tmp_path / "results" / "keep.txt").read_text() == "mine"
+
+
+# ---- single summed patterns -------------------------------------------------------------
+
+def _centred_pattern(rng, n=64):
+    """|F|^2 of a real object: centrosymmetric about (n // 2, n // 2)."""
+    obj = np.zeros((n, n))
+    obj[24:40, 26:38] = rng.random((16, 12))
+    return np.abs(np.fft.fftshift(np.fft.fft2(obj))) ** 2
+
+
+def test_pattern_off_centre_is_moved_to_the_middle(tmp_path):
+    intensity = _centred_pattern(np.random.default_rng(18))
+    moved = np.roll(intensity, (-3, 2), axis=(0, 1))  # centre now at (29, 34)
+    np.save(tmp_path / "p.npy", moved)
+    info = ingest_pattern(str(tmp_path / "p.npy"), str(tmp_path / "run.zarr"))
+    assert info["shift"] == (3, -2)
+    assert info["center"] == pytest.approx((29, 34), abs=0.05)
+    e = zarr.open_group(str(tmp_path / "run.zarr"), mode="r")["ensemble"]
+    assert e.attrs["complete"] is True
+    amp, valid = e["amplitude"][:], e["valid"][:]
+    assert amp.dtype == np.float32 and valid.dtype == bool
+    assert not valid[:3].any() and not valid[:, -2:].any()  # moved in: unmeasured
+    inner = (slice(3, 64), slice(0, 62))
+    np.testing.assert_allclose(amp[inner], np.sqrt(intensity)[inner].astype(np.float32),
+                               rtol=1e-6)
+
+
+def test_pattern_fft_shifted_needs_the_flag(tmp_path):
+    intensity = _centred_pattern(np.random.default_rng(19))
+    np.save(tmp_path / "s.npy", np.fft.ifftshift(intensity))
+    with pytest.raises(LensfreeError, match="fft-shifted"):
+        ingest_pattern(str(tmp_path / "s.npy"), str(tmp_path / "run.zarr"))
+    info = ingest_pattern(str(tmp_path / "s.npy"), str(tmp_path / "run.zarr"), fft_shifted=True)
+    assert info["shift"] == (0, 0)
+    amp = zarr.open_group(str(tmp_path / "run.zarr"), mode="r")["ensemble/amplitude"][:]
+    np.testing.assert_allclose(amp, np.sqrt(intensity), rtol=1e-6)
+
+
+def test_pattern_through_cli_with_keys(tmp_path, capsys):
+    rng = np.random.default_rng(20)
+    intensity = _centred_pattern(rng)
+    measured = np.ones_like(intensity, dtype=bool)
+    measured[30:35, 30:35] = False
+    intensity[~measured] = np.nan  # outside the measured pixels anything goes
+    support = np.zeros(intensity.shape, dtype=np.uint8)
+    support[20:44, 20:44] = 1
+    np.savez(tmp_path / "p.npz", I=intensity, ok=measured, sup=support)
+    out = str(tmp_path / "run.zarr")
+    rc = main(["ingest", str(tmp_path / "p.npz"), "--out", out, "--pattern", "--key", "I",
+               "--valid-key", "ok", "--support-key", "sup", "--center", "32", "32"])
+    assert rc == 0, capsys.readouterr().err
+    e = zarr.open_group(out, mode="r")["ensemble"]
+    np.testing.assert_array_equal(e["valid"][:], measured)
+    np.testing.assert_array_equal(e["support"][:], support == 1)
+    assert e.attrs["source"]["file"] == str(tmp_path / "p.npz")
+    assert e.attrs["center"] == [32.0, 32.0] and e.attrs["shift"] == [0, 0]
+
+
+@pytest.mark.parametrize("bad, words", [
+    (np.full((8, 8), -1.0), "negative"),
+    (np.full((8, 8), np.inf), "not finite"),
+    (np.ones((2, 8, 8)), "expected (h, w)"),
+])
+def test_pattern_bad_values(tmp_path, capsys, bad, words):
+    np.save(tmp_path / "bad.npy", bad)
+    rc = main(["ingest", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "r.zarr"),
+               "--pattern"])
+    err = capsys.readouterr().err
+    assert rc != 0 and str(tmp_path / "bad.npy") in err and words in err
+
+
+@pytest.mark.skipif(not ESRF.exists(), reason=f"real data absent: {ESRF}")
+def test_real_esrf_logo_pattern(tmp_path):
+    out = str(tmp_path / "esrf.zarr")
+    info = ingest_pattern(str(ESRF), out)
+    assert info["shape"] == (512, 512) and info["shift"] == (0, 0) and info["has_support"]
+    e = zarr.open_group(out, mode="r")["ensemble"]
+    assert e.attrs["complete"] is True
+    amp, valid = e["amplitude"][:], e["valid"][:]
+    raw = np.load(ESRF)["intensity"]
+    np.testing.assert_array_equal(valid, raw != 0)  # README: unmeasured pixels hold 0
+    assert valid.sum() == raw.size - 21687
+    peak = np.unravel_index(np.argmax(amp), amp.shape)
+    assert np.hypot(peak[0] - 256, peak[1] - 256) < 12  # README: max at (247, 257)
+    assert e["support"][:].sum() == 7577
+
+
+@pytest.mark.skipif(not NADIA.exists(), reason=f"real data absent: {NADIA}")
+def test_real_nadia_pattern(tmp_path):
+    out = str(tmp_path / "nadia.zarr")
+    info = ingest_pattern(str(NADIA), out, zero_is_missing=False)
+    assert info["shape"] == (1024, 1024)
+    assert info["shift"] == (1, 1)  # README: centred at (511, 511); lensfree at (512, 512)
+    e = zarr.open_group(out, mode="r")["ensemble"]
+    assert e.attrs["complete"] is True
+    amp, valid = e["amplitude"][:], e["valid"][:]
+    assert np.unravel_index(np.argmax(amp), amp.shape) == (512, 512)
+    assert amp.max() == pytest.approx(np.sqrt(65534), rel=1e-6)
+    assert not valid[0].any() and not valid[:, 0].any() and valid[1:, 1:].all()
