@@ -89,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(e)
     e.set_defaults(handler=_cmd_simulate_ensemble)
 
+    o = kinds.add_parser("object", help="an isolated object's noisy far-field amplitude")
+    o.add_argument("--out", required=True, help="run store to write (RUN.zarr)")
+    o.add_argument("--shape", default="letter", help="letter, blobs or cell [letter]")
+    o.add_argument("--size", type=int, default=128, help="array size in pixels [128]")
+    o.add_argument("--oversampling", type=float, default=3.0, help="per dimension [3]")
+    o.add_argument("--photons", type=float, default=1e9, help="total expected counts [1e9]")
+    o.add_argument("--missing-radius", type=float, default=3.0,
+                   help="radius of the missing centre, px [3]")
+    o.add_argument("--seed", type=int, default=0, help="noise seed [0]")
+    o.set_defaults(handler=_cmd_simulate_object)
+
     p = sub.add_parser("ingest", help="convert a CXI/HDF5 file to a frame store, or one "
                                       "summed pattern (--pattern) to a run store")
     p.add_argument("input", help="CXI, Eiger master or HDF5 file; with --pattern .npz/.npy/"
@@ -133,6 +144,24 @@ def build_parser() -> argparse.ArgumentParser:
     _geometry_args(p)
     _common(p)
     p.set_defaults(handler=_cmd_sum)
+    p = sub.add_parser("phase", help="stage 2: GHIO phase-retrieval populations")
+    p.add_argument("run", help="run store with a finished ensemble/ group (RUN.zarr)")
+    p.add_argument("--population", type=int, default=100, help="members M [100]")
+    p.add_argument("--generations", type=int, default=10, help="generations G [10]")
+    p.add_argument("--schedule", default="HIO:180,ER:20;shrinkwrap=50",
+                   help="steps of every member per generation [HIO:180,ER:20;shrinkwrap=50]")
+    p.add_argument("--beta", type=float, default=0.9, help="HIO/RAAR feedback [0.9]")
+    p.add_argument("--positivity", default="none", choices=("none", "real", "real-nonneg"),
+                   help="object constraint inside the support [none]")
+    p.add_argument("--support-threshold", type=float, default=0.04,
+                   help="starting support: autocorrelation above this fraction of its "
+                        "maximum, when ensemble/ has no support [0.04]")
+    p.add_argument("--shrinkwrap-threshold", type=float, default=0.15,
+                   help="shrinkwrap: blurred |rho| above this fraction of its maximum [0.15]")
+    p.add_argument("--shrinkwrap-sigma", type=float, nargs=2, default=(3.0, 1.5),
+                   metavar=("START", "END"), help="shrinkwrap blur, px [3 1.5]")
+    _common(p)
+    p.set_defaults(handler=_cmd_phase)
     return parser
 
 
@@ -185,6 +214,20 @@ def _cmd_simulate_ensemble(args) -> int:
                   f"{len(truth['weak'])} weak, {len(truth['streak'])} streak, "
                   f"{len(truth['invalid'])} invalid; centre "
                   f"({truth['center'][0]:.2f}, {truth['center'][1]:.2f})")
+    return 0
+
+
+def _cmd_simulate_object(args) -> int:
+    from lensfree.launch.stage_simulate import simulate_object
+
+    try:
+        attrs = simulate_object(args.out, name=args.shape, size=args.size,
+                                oversampling=args.oversampling, photons=args.photons,
+                                missing_radius=args.missing_radius, seed=args.seed)
+    except ValueError as exc:
+        raise LensfreeError(f"simulate object: {exc}") from None
+    print(f"{args.out}: {args.shape} {args.size}x{args.size}, {args.photons:.3g} photons, "
+          f"{attrs['missing_fraction']:.1%} of pixels missing at the centre")
     return 0
 
 
@@ -261,6 +304,40 @@ def _print_sum(out: str, attrs: dict, seconds: float) -> None:
         print(f"  unreadable chunks: {len(attrs['unreadable'])} (frames marked invalid)")
     print(f"  centre  ({cy:.2f}, {cx:.2f}) px; {attrs['n_patched']} pixels patched from mirrors; "
           f"binned x{attrs['binning']}, {attrs['n_valid']} valid pixels")
+
+
+def phase_params(args):
+    """PhaseParams from parsed arguments; bad values become one-line errors."""
+    from lensfree.engine.phasing import PhasingParams
+    from lensfree.launch.stage_phase import PhaseParams
+
+    try:
+        return PhaseParams(
+            population=args.population, generations=args.generations,
+            schedule=args.schedule, support_threshold=args.support_threshold, seed=args.seed,
+            phasing=PhasingParams(beta=args.beta, positivity=args.positivity,
+                                  shrinkwrap_threshold=args.shrinkwrap_threshold,
+                                  shrinkwrap_sigma_start=args.shrinkwrap_sigma[0],
+                                  shrinkwrap_sigma_end=args.shrinkwrap_sigma[1]))
+    except ValueError as exc:
+        raise LensfreeError(f"phase: {exc}") from None
+
+
+def _cmd_phase(args) -> int:
+    from lensfree.launch.stage_phase import run_phase
+
+    params = phase_params(args)
+    with _backend(args) as backend:
+        _announce(backend)
+        t0 = time.perf_counter()
+        attrs = run_phase(backend, args.run, params)
+        if backend.is_root:
+            print(f"{args.run}: phasing/ written in {time.perf_counter() - t0:.1f} s; "
+                  f"{params.population} members x {params.generations} generations x "
+                  f"{params.n_iterations} iterations")
+            print(f"  best member {attrs['best_member']}: R_F {attrs['best_error']:.4f} "
+                  f"(median {attrs['median_error']:.4f})")
+    return 0
 
 
 def _cmd_demo(args) -> int:

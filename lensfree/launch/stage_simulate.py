@@ -50,3 +50,31 @@ def simulate_ensemble(backend: Backend, params: simulate.EnsembleParams, out: st
     backend.map(_simulate_shard, shards, (out, params, kinds),
                 names=[f"simulate-{s.name}" for s in shards], desc="simulate")
     return attrs
+
+
+def simulate_object(out: str, *, name: str = "letter", size: int = 128,
+                    oversampling: float = 3.0, photons: float = 1e9,
+                    missing_radius: float = 3.0, seed: int = 0) -> dict:
+    """Write a run store holding an isolated object's noisy far-field amplitude.
+
+    ``ensemble/amplitude`` and ``ensemble/valid`` (complete, as stage 1 leaves them) feed
+    ``lensfree phase``; the truth (object, support) goes into ``truth/``.
+    """
+    from lensfree.engine import shapes
+
+    rho = shapes.make_object(name, size, oversampling)
+    rng = np.random.default_rng([seed, 4])
+    amplitude, valid = shapes.far_field(rho, photons, rng, missing_radius)
+    run = runstore.open_run(out, mode="w")
+    params = {"object": name, "size": size, "oversampling": oversampling, "photons": photons,
+              "missing_radius": missing_radius, "seed": seed}
+    truth = runstore.begin_stage(run, "truth", params=params, inputs={})
+    runstore.write_array(truth, "object", rho.astype(np.complex64))
+    runstore.write_array(truth, "support", np.abs(rho) > 0)
+    runstore.finish_stage(truth)
+    group = runstore.begin_stage(run, "ensemble", params=params, inputs={"simulated": name})
+    runstore.write_array(group, "amplitude", amplitude)
+    runstore.write_array(group, "valid", valid)
+    attrs = {"n_valid": int(valid.sum()), "missing_fraction": float(1 - valid.mean())}
+    runstore.finish_stage(group, **attrs)
+    return attrs
