@@ -107,8 +107,8 @@ def ingest(input: str, out: str, *, dataset: str | None = None, mask_dataset: st
 
     if chunk_frames < 1:
         raise LensfreeError(f"chunk_frames {chunk_frames}: must be at least 1")
-    out = os.fspath(out).rstrip("/")
-    f = _open_hdf5(os.fspath(input))
+    input, out = os.fspath(input), os.fspath(out).rstrip("/")
+    f = _open_hdf5(input)
     with f:
         src = _inspect(f, input, dataset)
         if mask_dataset is not None:
@@ -179,6 +179,13 @@ def _get_dataset(f, path: str, name: str):
     except (KeyError, OSError) as exc:  # a dangling external link
         raise LensfreeError(f"{path}:{name}: cannot read ({exc})") from None
     if obj is None:
+        try:
+            link = f.get(name, getlink=True)
+        except (KeyError, OSError):
+            link = None
+        if isinstance(link, h5py.ExternalLink):
+            raise LensfreeError(f"{path}:{name}: external link to {link.filename}:{link.path} "
+                                "cannot be read (file missing?)")
         raise LensfreeError(f"{path}: no dataset {name}")
     if not isinstance(obj, h5py.Dataset):
         raise LensfreeError(f"{path}:{name}: is a group, not a dataset")
@@ -214,7 +221,7 @@ def _cxi(f, path: str) -> _Source:
     geometry = {"distance_m": _scalar(f, path, f"{det}/distance", _LENGTH, "m")}
     px = _scalar(f, path, f"{det}/x_pixel_size", _LENGTH, "m")
     py = _scalar(f, path, f"{det}/y_pixel_size", _LENGTH, "m")
-    geometry["pixel_size_m"] = _square(path, px, py)
+    geometry["pixel_size_m"] = _square(px, py)
     wavelength = _scalar(f, path, f"{source}/wavelength", _LENGTH, "m")
     energy = _scalar(f, path, f"{source}/energy", _ENERGY, "j")
     if wavelength is None and energy:
@@ -244,7 +251,7 @@ def _eiger(f, path: str) -> _Source:
     py = _scalar(f, path, f"{det}/y_pixel_size", _LENGTH, "m")
     src.geometry = {
         "distance_m": _scalar(f, path, f"{det}/detector_distance", _LENGTH, "m"),
-        "pixel_size_m": _square(path, px, py),
+        "pixel_size_m": _square(px, py),
         "wavelength_m": _scalar(f, path, "entry/instrument/beam/incident_wavelength", _LENGTH,
                                 "angstrom"),
     }
@@ -269,8 +276,9 @@ def _scalar(f, path: str, name: str, units: dict, default_unit: str) -> float | 
     if unit not in units:
         raise LensfreeError(f"{path}:{name}: unknown unit {unit!r} (know {', '.join(units)})")
     if values.size == 0 or not np.all(np.isfinite(values)) or not np.all(values > 0):
-        raise LensfreeError(f"{path}:{name}: {values[:4]} is not a positive number; "
-                            "give the value on the command line instead")
+        log.warning("%s:%s: %s is not a positive number; ignored (give the geometry on the "
+                    "command line)", path, name, values[:4])
+        return None
     if ds.dtype == np.float32:  # float32 1.12 reads 1.1200000047683716: keep the written value
         values = np.array([float(str(np.float32(v))) for v in values])
     if np.ptp(values) > 1e-6 * values.mean():
@@ -278,12 +286,12 @@ def _scalar(f, path: str, name: str, units: dict, default_unit: str) -> float | 
     return float(values.mean()) * units[unit]
 
 
-def _square(path: str, px: float | None, py: float | None) -> float | None:
+def _square(px: float | None, py: float | None) -> float | tuple | None:
+    """The pixel size, or (px, py) when not square: refused unless overridden."""
     if px is None or py is None:
         return px if py is None else py
     if abs(px - py) > 1e-6 * max(px, py):
-        raise LensfreeError(f"{path}: non-square pixels {px:g} x {py:g} m are not supported; "
-                            "pass --pixel-size (with --wavelength and --distance) to override")
+        return (px, py)
     return (px + py) / 2
 
 
@@ -342,6 +350,10 @@ def _store_attrs(src: _Source, path: str, given: Geometry | None) -> tuple[dict,
         value = getattr(given, key, None) if given is not None else None
         if value is not None:
             geometry[key] = float(value)
+    if isinstance(geometry.get("pixel_size_m"), tuple):
+        px, py = geometry["pixel_size_m"]
+        raise LensfreeError(f"{path}: non-square pixels {px:g} x {py:g} m are not supported; "
+                            "pass --pixel-size (with --wavelength and --distance) to override")
     known = {k: v for k, v in geometry.items() if v is not None}
     attrs = {"source": {"file": os.fspath(path), "format": src.kind, **src.attrs},
              "lensfree_version": lensfree.__version__}
@@ -453,6 +465,9 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
     from lensfree.io.images import load_image
 
     input = os.fspath(input)
+    if input.lower().endswith((".npy", ".tif", ".tiff")) and (valid_key or support_key):
+        raise LensfreeError(f"{input}: holds one array; valid and support keys need a file "
+                            "with named arrays (.npz, .h5, .zarr)")
     key, support_key = _npz_defaults(input, key, support_key)
     data = _pattern_array(input, load_image(input, key), key, "pattern")
     if data.dtype.kind not in "iuf":
@@ -463,6 +478,7 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
         valid = _pattern_array(input, load_image(input, valid_key), valid_key, "valid") != 0
     data = np.asarray(data, dtype=np.float64)
     _check_values(input, data, valid, (h, w))
+    data = np.where(valid, data, 0.0)  # unmeasured pixels may hold NaN or flags
     if fft_shifted:
         data, valid = np.fft.fftshift(data), np.fft.fftshift(valid)
     intensity = data**2 if amplitude else data
@@ -485,6 +501,8 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
             raise LensfreeError(
                 f"{input}: cannot find the centre ({exc}); pass --center Y X") from None
     cy, cx = (float(c) for c in center)
+    if not (0 <= cy < h and 0 <= cx < w):
+        raise LensfreeError(f"{input}: centre ({cy}, {cx}) lies outside the {h}x{w} pattern")
     shift = (h // 2 - int(round(cy)), w // 2 - int(round(cx)))
     amp = np.sqrt(np.where(valid, intensity, 0.0)).astype(np.float32)
     amp_c, valid_c = _shift(amp, shift), _shift(valid, shift)

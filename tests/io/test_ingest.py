@@ -113,11 +113,20 @@ def test_cxi_positions_follow_basis_vectors(tmp_path):
 def test_geometry_given_overrides_file(tmp_path):
     rng = np.random.default_rng(13)
     make_cxi(tmp_path / "scan.cxi", rng)
-    info = ingest(str(tmp_path / "scan.cxi"), str(tmp_path / "s.zarr"),
+    info = ingest(tmp_path / "scan.cxi", tmp_path / "s.zarr",  # os.PathLike works too
                   geometry=Geometry(distance_m=2.0), progress=False)
     assert info["geometry"]["distance_m"] == 2.0
     assert info["geometry"]["pixel_size_m"] == pytest.approx(PIXEL, rel=1e-12)
     assert not info["has_mask"] and not info["has_positions"]
+
+
+def test_non_square_pixels_can_be_overridden(tmp_path):
+    make_cxi(tmp_path / "rect.cxi", np.random.default_rng(21), y_pixel=2 * PIXEL)
+    with pytest.raises(LensfreeError, match="non-square"):
+        ingest(str(tmp_path / "rect.cxi"), str(tmp_path / "r.zarr"), progress=False)
+    info = ingest(str(tmp_path / "rect.cxi"), str(tmp_path / "r.zarr"),
+                  geometry=Geometry(pixel_size_m=1e-4), progress=False)
+    assert info["geometry"]["pixel_size_m"] == 1e-4
 
 
 def test_plain_hdf5_through_cli(tmp_path):
@@ -179,6 +188,18 @@ def test_eiger_master_with_external_links(tmp_path):
     np.testing.assert_array_equal(zarr.open_group(out)["frames"][:], np.concatenate(parts))
     assert info["geometry"]["wavelength_m"] == pytest.approx(1.2e-10, rel=1e-12)
     np.testing.assert_array_equal(zarr.open_group(out)["mask"][:], pixel_mask == 0)
+
+
+def test_eiger_master_with_a_missing_data_file(tmp_path):
+    with h5py.File(tmp_path / "s_data_000001.h5", "w") as f:
+        f["entry/data/data"] = np.ones((2, 4, 4), dtype=np.uint16)
+    with h5py.File(tmp_path / "s_master.h5", "w") as f:
+        for i in (1, 2):
+            f[f"entry/data/data_00000{i}"] = h5py.ExternalLink(f"s_data_00000{i}.h5",
+                                                               "entry/data/data")
+    with pytest.raises(LensfreeError, match="data_000002: external link to s_data_000002.h5"):
+        ingest(str(tmp_path / "s_master.h5"), str(tmp_path / "e.zarr"), progress=False)
+    assert not (tmp_path / "e.zarr").exists()
 
 
 @pytest.mark.skipif(not P25.exists(), reason=f"real data absent: {P25}")
@@ -352,13 +373,20 @@ def test_pattern_through_cli_with_keys(tmp_path, capsys):
     np.savez(tmp_path / "p.npz", I=intensity, ok=measured, sup=support)
     out = str(tmp_path / "run.zarr")
     rc = main(["ingest", str(tmp_path / "p.npz"), "--out", out, "--pattern", "--key", "I",
-               "--valid-key", "ok", "--support-key", "sup", "--center", "32", "32"])
+               "--valid-key", "ok", "--support-key", "sup"])
     assert rc == 0, capsys.readouterr().err
     e = zarr.open_group(out, mode="r")["ensemble"]
     np.testing.assert_array_equal(e["valid"][:], measured)
     np.testing.assert_array_equal(e["support"][:], support == 1)
     assert e.attrs["source"]["file"] == str(tmp_path / "p.npz")
-    assert e.attrs["center"] == [32.0, 32.0] and e.attrs["shift"] == [0, 0]
+    assert e.attrs["center"] == pytest.approx([32.0, 32.0], abs=0.05)
+    assert e.attrs["shift"] == [0, 0]
+    # a centre given is used as is
+    rc = main(["ingest", str(tmp_path / "p.npz"), "--out", out, "--pattern", "--key", "I",
+               "--valid-key", "ok", "--center", "30", "33"])
+    e = zarr.open_group(out, mode="r")["ensemble"]
+    assert rc == 0 and e.attrs["center"] == [30.0, 33.0] and e.attrs["shift"] == [2, -1]
+    assert "support" not in e
 
 
 @pytest.mark.parametrize("bad, words", [
