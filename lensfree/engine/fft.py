@@ -1,0 +1,310 @@
+"""Two-dimensional complex FFTs with cached pyFFTW plans and persisted FFTW wisdom.
+
+Conventions: zero frequency at index ``[0, 0]`` (no shift), forward transform
+``X[k] = sum_n x[n] exp(-2 pi i k n / N)`` (the same as :func:`numpy.fft.fft2`), inverse
+normalised by ``1 / N`` unless asked otherwise, so ``inverse(forward(x)) == x``.
+
+Plans are made once per ``(shape, dtype, threads)`` and per thread: an FFTW object is not
+safe to share between threads, so the cache lives in a :class:`threading.local`. Plans are
+made with ``FFTW_MEASURE`` (``LENSFREE_FFTW_PLANNER=estimate`` for quick throw-away runs),
+and the wisdom FFTW learns while measuring is kept in a per-user cache file, keyed by CPU
+model, so that each machine pays for planning once. The file lives in ``$LENSFREE_CACHE``,
+else ``$XDG_CACHE_HOME/lensfree``, else ``~/.cache/lensfree``.
+
+Set ``LENSFREE_FFT=numpy`` (or uninstall pyFFTW) to use :mod:`numpy.fft` instead; that path
+allocates on every call and is meant for portability, not speed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import platform
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+try:  # pragma: no cover - exercised by whichever branch the environment provides
+    import pyfftw
+except ImportError:  # pragma: no cover
+    pyfftw = None
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FFT2",
+    "backend",
+    "empty_aligned",
+    "get_fft2",
+    "load_wisdom",
+    "save_wisdom",
+    "wisdom_path",
+]
+
+_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
+
+# The per-thread plan cache. The wisdom lock and flag below are process-wide on purpose:
+# FFTW's wisdom is itself process-wide state, and we load the cache file once per process.
+_plans = threading.local()
+_wisdom_lock = threading.Lock()
+_wisdom_loaded: list[bool] = [False]
+
+
+def backend() -> str:
+    """Name of the FFT implementation in use: ``"pyfftw"`` or ``"numpy"``."""
+    if pyfftw is None or os.environ.get("LENSFREE_FFT", "").strip().lower() == "numpy":
+        return "numpy"
+    return "pyfftw"
+
+
+def _planner() -> str:
+    value = os.environ.get("LENSFREE_FFTW_PLANNER", "measure").strip().lower()
+    if value not in ("estimate", "measure"):
+        raise ValueError(
+            f"LENSFREE_FFTW_PLANNER={value!r}: expected 'estimate' or 'measure'"
+        )
+    return value
+
+
+def empty_aligned(shape: tuple[int, ...], dtype=np.complex64) -> np.ndarray:
+    """An uninitialised array aligned for SIMD, so FFTW plans can run on it directly."""
+    if pyfftw is None:
+        return np.empty(shape, dtype=dtype)
+    return pyfftw.empty_aligned(shape, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- wisdom
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+def wisdom_path() -> Path:
+    """The per-user FFTW wisdom cache file for this CPU model and pyFFTW version."""
+    root = os.environ.get("LENSFREE_CACHE")
+    if root:
+        base = Path(root)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(xdg) if xdg else Path.home() / ".cache") / "lensfree"
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", _cpu_model()).strip("-").lower() or "cpu"
+    version = getattr(pyfftw, "__version__", "none")
+    return base / f"fftw-wisdom-{slug}-pyfftw{version}.pkl"
+
+
+def _read_wisdom(path: Path) -> tuple[bytes, ...] | None:
+    try:
+        with open(path, "rb") as fh:
+            wisdom = pickle.load(fh)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a truncated or foreign file must not stop a run
+        log.warning("ignoring unreadable FFTW wisdom file %s: %s", path, exc)
+        return None
+    if not (isinstance(wisdom, tuple) and all(isinstance(w, bytes) for w in wisdom)):
+        log.warning("ignoring FFTW wisdom file %s: not a tuple of bytes", path)
+        return None
+    return wisdom
+
+
+def load_wisdom(path: Path | None = None) -> bool:
+    """Import FFTW wisdom from the cache file; True when something was imported."""
+    if pyfftw is None:
+        return False
+    path = wisdom_path() if path is None else Path(path)
+    wisdom = _read_wisdom(path)
+    if wisdom is None:
+        return False
+    ok = pyfftw.import_wisdom(wisdom)
+    log.debug("imported FFTW wisdom from %s (%s)", path, ok)
+    return any(ok)
+
+
+def save_wisdom(path: Path | None = None) -> Path | None:
+    """Merge this process's FFTW wisdom into the cache file, atomically.
+
+    The file is re-read and imported first, so plans that another process saved in the
+    meantime are kept; the write goes to a temporary file that then replaces the old one.
+    Returns the path written, or None when it could not be written (logged, not raised).
+    """
+    if pyfftw is None:
+        return None
+    path = wisdom_path() if path is None else Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        previous = _read_wisdom(path)
+        if previous is not None:
+            pyfftw.import_wisdom(previous)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(pyfftw.export_wisdom(), fh)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as exc:
+        log.warning("could not save FFTW wisdom to %s: %s", path, exc)
+        return None
+    return path
+
+
+def _ensure_wisdom_loaded() -> None:
+    with _wisdom_lock:
+        if not _wisdom_loaded[0]:
+            load_wisdom()
+            _wisdom_loaded[0] = True
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+class FFT2:
+    """A pair of 2D transforms (forward, inverse) for one shape and dtype, for one thread.
+
+    Obtain it from :func:`get_fft2`; do not share it between threads. ``x`` and ``out`` are
+    caller-owned arrays of the planned shape and dtype. When both are C-contiguous and
+    SIMD-aligned (see :func:`empty_aligned`) the transform runs directly on them with no
+    copy; ``x is out`` runs in place. Other arrays go through internal buffers (correct,
+    but slower). The input of an out-of-place transform is preserved.
+    """
+
+    def __init__(self, shape: tuple[int, int], dtype=np.complex64, threads: int = 1):
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.threads = int(threads)
+        self.size = self.shape[0] * self.shape[1]
+        self.backend = backend()
+        self._plans: dict[tuple[str, bool], tuple] = {}
+
+    def __repr__(self) -> str:
+        return f"FFT2(shape={self.shape}, dtype={self.dtype}, threads={self.threads})"
+
+    def _check(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        if x.shape != self.shape:
+            raise ValueError(f"FFT2 planned for shape {self.shape}, got {x.shape}")
+        if out is None:
+            out = empty_aligned(self.shape, self.dtype)
+        elif out.shape != self.shape or out.dtype != self.dtype:
+            raise ValueError(
+                f"FFT2 output must be {self.shape} {self.dtype}, got {out.shape} {out.dtype}"
+            )
+        return out
+
+    def _plan(self, direction: str, inplace: bool):
+        key = (direction, inplace)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _make_plan(self.shape, self.dtype, self.threads, *key)
+        return plan
+
+    def _run(self, direction: str, x: np.ndarray, out: np.ndarray) -> None:
+        inplace = x is out
+        if not inplace and np.may_share_memory(x, out):
+            if x.ctypes.data != out.ctypes.data or x.strides != out.strides:
+                raise ValueError("FFT2: input and output overlap without being the same array")
+            inplace = True
+        if not out.flags.writeable:
+            raise ValueError("FFT2: output array is read-only")
+        plan, buf_in, buf_out = self._plan(direction, inplace)
+        try:  # checks dtype, shape, strides and alignment, and raises when they differ
+            plan.update_arrays(x, out)
+        except ValueError:  # go through the plan's own aligned buffers
+            np.copyto(buf_in, x)
+            plan.update_arrays(buf_in, buf_out)
+            plan.execute()
+            np.copyto(out, buf_out)
+        else:
+            plan.execute()
+
+    def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``out = F x`` (unnormalised, as :func:`numpy.fft.fft2`); returns ``out``."""
+        out = self._check(x, out)
+        if self.backend == "numpy":
+            out[...] = np.fft.fft2(x)
+            return out
+        self._run("FFTW_FORWARD", x, out)
+        return out
+
+    def inverse(
+        self, x: np.ndarray, out: np.ndarray | None = None, normalise: bool = True
+    ) -> np.ndarray:
+        """``out = F^-1 x``, scaled by ``1/N`` when ``normalise``; returns ``out``.
+
+        ``normalise=False`` gives ``N F^-1 x`` and saves a pass over the array when the
+        caller folds the scale into its own arithmetic.
+        """
+        out = self._check(x, out)
+        if self.backend == "numpy":
+            out[...] = np.fft.ifft2(x)
+            if not normalise:
+                out *= self.size
+            return out
+        self._run("FFTW_BACKWARD", x, out)
+        if normalise:
+            np.multiply(out, 1.0 / self.size, out=out)
+        return out
+
+
+def _make_plan(shape, dtype, threads: int, direction: str, inplace: bool):
+    """One FFTW plan and its own aligned buffers (planning overwrites them, and they
+    serve arrays that cannot be used directly), from wisdom when possible, else measured
+    (and the wisdom saved)."""
+    _ensure_wisdom_loaded()
+    buf_in = pyfftw.empty_aligned(shape, dtype=dtype)
+    buf_out = buf_in if inplace else pyfftw.empty_aligned(shape, dtype=dtype)
+    kwargs = dict(axes=(0, 1), direction=direction, threads=threads)
+    if _planner() == "estimate":
+        plan = pyfftw.FFTW(buf_in, buf_out, flags=("FFTW_ESTIMATE",), **kwargs)
+    else:
+        try:
+            plan = pyfftw.FFTW(
+                buf_in, buf_out, flags=("FFTW_MEASURE", "FFTW_WISDOM_ONLY"), **kwargs
+            )
+        except RuntimeError:  # no wisdom for this transform yet: measure and keep it
+            log.info("planning FFT %s %s %s (FFTW_MEASURE)", shape, dtype, direction)
+            plan = pyfftw.FFTW(buf_in, buf_out, flags=("FFTW_MEASURE",), **kwargs)
+            save_wisdom()
+    return plan, buf_in, buf_out
+
+
+def get_fft2(shape: tuple[int, int], dtype=np.complex64, threads: int | None = None) -> FFT2:
+    """The calling thread's cached :class:`FFT2` for ``shape`` and ``dtype``.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Array shape.
+    dtype : complex64 or complex128
+        Transform precision.
+    threads : int, optional
+        FFTW threads per transform; default ``$LENSFREE_FFT_THREADS`` or 1 (parallelise
+        over members and frames instead: FFTW's own threads do not pay on small machines).
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in _DTYPES:
+        raise ValueError(f"FFT dtype must be complex64 or complex128, got {dtype}")
+    if len(shape) != 2:
+        raise ValueError(f"FFT2 needs a 2D shape, got {shape}")
+    if threads is None:
+        threads = int(os.environ.get("LENSFREE_FFT_THREADS", "1"))
+    if threads < 1:
+        raise ValueError(f"FFT threads must be >= 1, got {threads}")
+    key = (tuple(int(s) for s in shape), dtype.str, threads, backend(), _planner())
+    cache = _plans.__dict__.setdefault("cache", {})
+    fft = cache.get(key)
+    if fft is None:
+        fft = cache[key] = FFT2(key[0], dtype, threads)
+    return fft

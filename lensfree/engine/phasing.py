@@ -1,0 +1,583 @@
+"""Iterative phase retrieval: projections, ER, HIO, RAAR, shrinkwrap, error metrics.
+
+SCIENCE.md section 2. Notation: ``rho`` object (exit wave), ``F`` the 2D DFT, ``A``
+measured Fourier amplitude, ``V`` valid (measured) pixels, ``S`` support,
+``rho_m = F^-1 P_M F rho`` the object after the modulus projection.
+
+Layouts: ``amplitude`` and ``valid`` come centred (zero frequency at ``(h // 2, w // 2)``,
+as stored) and are shifted once at set-up; inside the loop the transform has zero
+frequency at ``[0, 0]``. Real-space arrays (``rho``, ``support``) are used as given.
+
+Memory and speed: one run works in place on three complex64 and three float32 arrays of
+its size (plus masks); an iteration allocates nothing. The ``1 / N`` of the inverse
+transform and the algorithm's scalar (``-beta`` for HIO) are folded into the modulus
+factor, so an HIO iteration is two FFTs plus about eight passes over the array.
+
+References
+----------
+J. R. Fienup, Appl. Opt. 21, 2758 (1982) (ER, HIO). D. R. Luke, Inverse Problems 21, 37
+(2005) (RAAR). S. Marchesini et al., Phys. Rev. B 68, 140101 (2003) (shrinkwrap).
+Z. Huang et al. / X. Huang, Nature Physics 5, 129 (2009) (G/B/M regions).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+from scipy import ndimage
+
+from .fft import empty_aligned, get_fft2
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ER", "HIO", "RAAR", "PhasingErrors", "PhasingParams", "Step", "as_schedule",
+    "autocorrelation_support", "fourier_r_factor", "huang_regions", "modulus_projection",
+    "parse_schedule", "run", "shrinkwrap", "support_projection",
+]
+
+_TINY = np.float32(1e-30)  # floor for |F rho| where it is exactly zero
+POSITIVITY = ("none", "real", "real-nonneg")
+
+# ----------------------------------------------------------------------------- schedule
+
+
+@dataclass(frozen=True)
+class Step:
+    """``iterations`` of one algorithm; shrinkwrap every ``shrinkwrap`` iterations
+    (counted over the whole schedule; 0 = never)."""
+
+    iterations: int
+    shrinkwrap: int = 0
+    name: ClassVar[str] = ""
+
+    def __post_init__(self):
+        if int(self.iterations) != self.iterations or self.iterations < 1:
+            raise ValueError(f"{self.name}: iterations must be a positive integer")
+        if self.shrinkwrap < 0:
+            raise ValueError(f"{self.name}: shrinkwrap must be >= 0")
+        beta = getattr(self, "beta", None)
+        if beta is not None and not 0 < beta <= 1.5:
+            raise ValueError(f"{self.name}: beta must be in (0, 1.5], got {beta}")
+
+
+@dataclass(frozen=True)
+class ER(Step):
+    """Error reduction: ``rho <- P_S rho_m``."""
+
+    name: ClassVar[str] = "ER"
+
+
+@dataclass(frozen=True)
+class HIO(Step):
+    """Hybrid input-output; ``beta`` None takes :attr:`PhasingParams.beta`."""
+
+    beta: float | None = None
+    name: ClassVar[str] = "HIO"
+
+
+@dataclass(frozen=True)
+class RAAR(Step):
+    """Relaxed averaged alternating reflections; ``beta`` None: :attr:`PhasingParams.beta`."""
+
+    beta: float | None = None
+    name: ClassVar[str] = "RAAR"
+
+
+_ALGORITHMS = {"ER": ER, "HIO": HIO, "RAAR": RAAR}
+_ITEM = re.compile(r"^([A-Za-z]+):(\d+)(?::([0-9.eE+-]+))?$")
+_GROUP = re.compile(r"^\((.*)\)[*x](\d+)$")
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split at ``sep`` outside parentheses."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            raise ValueError(f"unbalanced ')' in schedule {text!r}")
+        if ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth:
+        raise ValueError(f"unbalanced '(' in schedule {text!r}")
+    return parts + [text[start:]]
+
+
+def _parse_steps(text: str, shrinkwrap: int, whole: str) -> list[Step]:
+    steps: list[Step] = []
+    for token in _split_top(text, ","):
+        group = _GROUP.match(token)
+        item = _ITEM.match(token)
+        if group and int(group.group(2)) > 0:
+            steps += _parse_steps(group.group(1), shrinkwrap, whole) * int(group.group(2))
+        elif item and item.group(1).upper() in _ALGORITHMS and int(item.group(2)) > 0:
+            cls = _ALGORITHMS[item.group(1).upper()]
+            kwargs = {}
+            if item.group(3) is not None:
+                if cls is ER:
+                    raise ValueError(f"schedule {whole!r}: ER takes no beta in {token!r}")
+                kwargs["beta"] = float(item.group(3))
+            steps.append(cls(int(item.group(2)), shrinkwrap, **kwargs))
+        else:
+            raise ValueError(
+                f"schedule {whole!r}: cannot parse {token!r}; expected ALG:N or ALG:N:BETA "
+                f"(ALG one of {', '.join(_ALGORITHMS)}, N > 0) or (STEPS)*K"
+            )
+    return steps
+
+
+def parse_schedule(text: str, shrinkwrap: int | None = None) -> tuple[Step, ...]:
+    """Parse a schedule string into steps.
+
+    Grammar (whitespace ignored, names case-insensitive)::
+
+        schedule := steps [";" option]...      option := "shrinkwrap=" K
+        steps    := item ["," item]...         item   := ALG ":" N [":" BETA] | "(" steps ")*" R
+
+    ``ALG`` is ER, HIO or RAAR, ``N`` its iterations, ``BETA`` overrides the feedback
+    parameter, a group repeats ``R`` times, and ``shrinkwrap=K`` updates the support every
+    ``K`` iterations of the whole schedule. Examples: ``"HIO:400,ER:100;shrinkwrap=50"``;
+    the hu2025 baseline ``"(HIO:9,ER:1)*80,ER:200;shrinkwrap=100"``.
+
+    Parameters
+    ----------
+    text : str
+        The schedule.
+    shrinkwrap : int, optional
+        Shrinkwrap period; overrides the ``shrinkwrap=`` option in ``text``.
+
+    Raises
+    ------
+    ValueError
+        Naming the token that does not parse.
+    """
+    compact = re.sub(r"\s+", "", text)
+    body, *options = compact.split(";")
+    period = 0
+    for option in options:
+        key, _, value = option.partition("=")
+        if key.lower() != "shrinkwrap" or not value.isdigit():
+            raise ValueError(f"schedule {text!r}: unknown option {option!r}; "
+                             "expected shrinkwrap=K")
+        period = int(value)
+    if shrinkwrap is not None:
+        period = int(shrinkwrap)
+    if not body:
+        raise ValueError(f"schedule {text!r} has no steps")
+    return tuple(_parse_steps(body, period, text))
+
+
+def as_schedule(schedule: str | Sequence[Step]) -> tuple[Step, ...]:
+    """A schedule string (see :func:`parse_schedule`) or a sequence of steps, as a tuple."""
+    if isinstance(schedule, str):
+        return parse_schedule(schedule)
+    steps = tuple(schedule)
+    if not steps or not all(isinstance(s, Step) for s in steps):
+        raise ValueError(f"schedule must be a string or a non-empty list of steps: {schedule}")
+    return steps
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class PhasingParams:
+    """Phasing parameters (SCIENCE.md section 2), with their defaults.
+
+    Attributes
+    ----------
+    beta : float
+        HIO / RAAR feedback, 0.9.
+    shrinkwrap_sigma_start, shrinkwrap_sigma_end : float
+        Gaussian blur (pixels) of the support update, interpolated linearly over the run
+        from 3 to 1.5.
+    shrinkwrap_threshold : float
+        New support: blurred ``|rho|`` above this fraction of its maximum, 0.15.
+    shrinkwrap_opening : bool
+        Apply a morphological opening to the new support (the hu2025 baseline), False.
+    positivity : {"none", "real", "real-nonneg"}
+        ``"real"``: non-negative real part inside the support (hu2025); ``"real-nonneg"``:
+        the object is real and non-negative. Default ``"none"``.
+    huang_mode : bool
+        Use Huang's G/B/M reciprocal-space regions (see :func:`huang_regions`), False.
+    huang_alpha : float
+        Weight of the capped amplitude in region B, 0.3.
+    huang_sigma : float
+        Standard deviation of the background intensity, in counts (required > 0 when
+        ``huang_mode``).
+    fft_threads : int
+        FFTW threads per transform, 1.
+    """
+
+    beta: float = 0.9
+    shrinkwrap_sigma_start: float = 3.0
+    shrinkwrap_sigma_end: float = 1.5
+    shrinkwrap_threshold: float = 0.15
+    shrinkwrap_opening: bool = False
+    positivity: str = "none"
+    huang_mode: bool = False
+    huang_alpha: float = 0.3
+    huang_sigma: float = 0.0
+    fft_threads: int = 1
+
+    def __post_init__(self):
+        if not 0 < self.beta <= 1.5:
+            raise ValueError(f"beta must be in (0, 1.5], got {self.beta}")
+        if self.positivity not in POSITIVITY:
+            raise ValueError(f"positivity must be one of {POSITIVITY}, got {self.positivity!r}")
+        if not 0 < self.shrinkwrap_threshold < 1:
+            raise ValueError(f"shrinkwrap_threshold must be in (0, 1): {self.shrinkwrap_threshold}")
+        if min(self.shrinkwrap_sigma_start, self.shrinkwrap_sigma_end) < 0:
+            raise ValueError("shrinkwrap sigmas must be >= 0")
+        if self.huang_mode and self.huang_sigma <= 0:
+            raise ValueError("huang_mode needs huang_sigma > 0 (background std, counts)")
+
+
+@dataclass(frozen=True, eq=False)
+class PhasingErrors:
+    """Error metrics of a run.
+
+    Attributes
+    ----------
+    r_fourier : (n_iter,) float64
+        ``R_F = sum_V ||F rho| - A| / sum_V A`` of the iterate entering each iteration.
+    e_support : (n_iter,) float64
+        ``E_S = sqrt(sum_{r not in S} |rho_m|^2 / sum |rho_m|^2)`` in each iteration.
+    final_r_fourier : float
+        ``R_F`` of the returned object.
+    """
+
+    r_fourier: np.ndarray = field(repr=False)
+    e_support: np.ndarray = field(repr=False)
+    final_r_fourier: float = math.nan
+
+
+# ----------------------------------------------------------------------------- projections
+
+
+def huang_regions(amplitude: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+    """Huang's region B: measured pixels whose intensity is below the noise level.
+
+    The intensity ``A^2`` is smoothed over measured pixels (normalised Gaussian, 1 pixel)
+    and thresholded at ``sigma``, the background standard deviation, giving a region
+    rather than isolated pixels. ``G = V & ~B``; ``M = ~V``. Any layout (periodic).
+    """
+    weight = valid.astype(np.float64)
+    smooth = ndimage.gaussian_filter(amplitude.astype(np.float64) ** 2 * weight, 1, mode="wrap")
+    norm = ndimage.gaussian_filter(weight, 1, mode="wrap")
+    return valid & (smooth <= sigma * np.maximum(norm, 1e-12))
+
+
+def _targets(amplitude, valid, params) -> tuple[np.ndarray, np.ndarray]:
+    """(measured A with 0 where missing, modulus target) as float32; the same array
+    unless Huang mode caps region B at ``alpha min(A, sqrt(3 sigma))``."""
+    measured = np.where(valid, amplitude, 0).astype(np.float32)
+    if not params.huang_mode:
+        return measured, measured
+    b = huang_regions(amplitude, valid, params.huang_sigma)
+    capped = params.huang_alpha * np.minimum(measured, np.sqrt(3 * params.huang_sigma))
+    return measured, np.where(b, capped, measured).astype(np.float32)
+
+
+def _modulus_inplace(psi, measured, target, valid_f, missing, mag, work, scale, guard):
+    """``psi <- P_M psi`` in place, ``P_M`` scaled by ``scale``; returns
+    ``(sum_V ||psi| - A|, ||psi'||^2)``.
+
+    ``target`` holds ``scale`` times the modulus target on measured pixels; where missing
+    it takes ``scale |psi|`` (the field floats). ``measured`` is ``A``, 0 where missing,
+    ``valid_f`` is V as 1.0/0.0, ``missing`` None when every pixel is measured; all
+    float32, C-contiguous. ``guard`` floors ``|psi|`` to avoid 0/0 (callers retry with it
+    when a NaN shows up).
+    """
+    np.abs(psi, out=mag)
+    if guard:
+        np.maximum(mag, _TINY, out=mag)
+    if missing is not None:
+        np.multiply(mag, scale, out=target, where=missing)
+    np.subtract(measured, mag, out=work)
+    np.abs(work, out=work)
+    work_flat, target_flat = work.reshape(-1), target.reshape(-1)
+    r_sum = np.dot(work_flat, valid_f.reshape(-1))
+    energy = np.dot(target_flat, target_flat)  # |psi'| = |target|
+    np.divide(target, mag, out=work)
+    np.multiply(psi, work, out=psi)
+    return float(r_sum), float(energy)
+
+
+def modulus_projection(
+    psi: np.ndarray, amplitude: np.ndarray, valid: np.ndarray,
+    params: PhasingParams | None = None,
+) -> tuple[np.ndarray, float]:
+    """Modulus projection ``P_M`` of a Fourier field, and its ``R_F``.
+
+    ``psi' = A psi / |psi|`` where measured, ``psi' = psi`` where missing; with
+    ``params.huang_mode``, ``psi' = alpha min(A, sqrt(3 sigma)) psi / |psi|`` in region B
+    (Huang 2009). Elementwise, so any layout works as long as all three agree.
+
+    Returns
+    -------
+    psi_projected : complex64 array (a new array)
+    r_fourier : float
+        ``sum_V ||psi| - A| / sum_V A``.
+    """
+    params = params or PhasingParams()
+    out = np.array(psi, dtype=np.complex64)
+    measured, target = _targets(amplitude, valid, params)
+    target = target.copy()  # it takes |psi| where missing
+    missing = ~valid if not valid.all() else None
+    mag, work = np.empty(out.shape, np.float32), np.empty(out.shape, np.float32)
+    a_sum = float(measured.sum(dtype=np.float64))
+    r_sum, _ = _modulus_inplace(out, measured, target, valid.astype(np.float32), missing,
+                                mag, work, 1.0, True)
+    return out, r_sum / a_sum if a_sum > 0 else math.nan
+
+
+def support_projection(rho: np.ndarray, support: np.ndarray, positivity: str = "none"):
+    """``P_S``: zero outside ``support``; with positivity, clip the real part at 0
+    (``"real"``) or also drop the imaginary part (``"real-nonneg"``). Returns a new array."""
+    out = np.array(rho, dtype=np.complex64)
+    _constrain(out, ~support, positivity)
+    return out
+
+
+def _constrain(x: np.ndarray, outside: np.ndarray, positivity: str) -> None:
+    if positivity == "real-nonneg":
+        x.imag[...] = 0
+    if positivity != "none":
+        np.maximum(x.real, 0, out=x.real)
+    np.copyto(x, 0, where=outside)
+
+
+def shrinkwrap(rho: np.ndarray, sigma: float, threshold: float, opening: bool = False):
+    """New support: ``|rho|`` blurred by a Gaussian of ``sigma`` pixels (periodic), above
+    ``threshold`` times its maximum (Marchesini 2003); optionally morphologically opened."""
+    blurred = ndimage.gaussian_filter(np.abs(rho), sigma, mode="wrap")
+    support = blurred > threshold * blurred.max()
+    if opening:
+        opened = ndimage.binary_opening(support)
+        support = opened if opened.any() else support  # never open a support away
+    return support
+
+
+def autocorrelation_support(
+    amplitude: np.ndarray, valid: np.ndarray, threshold: float = 0.1, sigma: float = 1.0
+) -> np.ndarray:
+    """Initial support: the thresholded object autocorrelation ``|F^-1 I|``.
+
+    The autocorrelation of ``rho`` is ``F^-1 |F rho|^2``; its support is twice the object's
+    extent, a safe loose start for shrinkwrap. Missing pixels contribute 0. The result is
+    centred at ``(h // 2, w // 2)``, blurred by ``sigma`` pixels and thresholded at
+    ``threshold`` times its maximum.
+
+    Parameters
+    ----------
+    amplitude, valid : (h, w) arrays, centred
+        Measured amplitude and valid mask.
+    """
+    intensity = np.where(valid, amplitude.astype(np.float64) ** 2, 0)
+    ac = np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(intensity))))
+    if sigma > 0:
+        ac = ndimage.gaussian_filter(ac, sigma, mode="wrap")
+    return ac > threshold * ac.max()
+
+
+def fourier_r_factor(rho: np.ndarray, amplitude: np.ndarray, valid: np.ndarray) -> float:
+    """``R_F = sum_V ||F rho| - A| / sum_V A`` for centred ``amplitude`` and ``valid``."""
+    mag = np.abs(np.fft.fftshift(np.fft.fft2(rho)))
+    return float(np.abs(mag - amplitude)[valid].sum() / amplitude[valid].sum())
+
+
+# ----------------------------------------------------------------------------- iterations
+
+
+class _Member:
+    """The preallocated state of one run; every iteration works in place on it."""
+
+    def __init__(self, amplitude, valid, rho0, support, params: PhasingParams):
+        shape = amplitude.shape
+        self.params, self.size = params, amplitude.size
+        self.fft = get_fft2(shape, np.complex64, params.fft_threads)
+        measured, target = _targets(amplitude, valid, params)
+        self.a_sum = float(measured.sum(dtype=np.float64))
+        self.measured = np.fft.ifftshift(measured)
+        self.base = self.measured if target is measured else np.fft.ifftshift(target)
+        self.target = np.empty(shape, np.float32)  # scale * base, scale * |psi| where missing
+        self.scale = math.nan
+        self.valid_f = np.fft.ifftshift(valid).astype(np.float32)
+        self.missing = None if valid.all() else np.fft.ifftshift(~valid)
+        self.rho, self.psi, self.w = (empty_aligned(shape, np.complex64) for _ in range(3))
+        self.mag, self.work = (empty_aligned(shape, np.float32) for _ in range(2))
+        self.rho[...] = rho0
+        self.inside = np.empty(shape, bool)
+        self.outside = np.empty(shape, bool)
+        self.inside_f = np.empty(shape, np.float32)
+        self.good = np.empty(shape, bool)
+        self.set_support(support)
+
+    def set_support(self, support: np.ndarray) -> None:
+        np.copyto(self.inside, support)
+        np.logical_not(support, out=self.outside)
+        np.copyto(self.inside_f, support)
+
+    def fourier(self, scale: float) -> tuple[float, float]:
+        """``w <- scale rho_m = scale F^-1 P_M F rho``; returns ``(R_F, ||w||^2)``.
+
+        ``scale / N`` rides on the modulus factor, so the inverse FFT is left unnormalised.
+        """
+        if scale != self.scale:
+            np.multiply(self.base, np.float32(scale / self.size), out=self.target)
+            self.scale = scale
+        r_sum, energy = self._project(scale, False)
+        w00 = self.w[0, 0]
+        if w00 != w00 or abs(w00) == math.inf:  # a 0/0 in psi reaches every pixel of w
+            r_sum, energy = self._project(scale, True)
+        return r_sum / self.a_sum, energy * self.size  # Parseval, unnormalised inverse
+
+    def _project(self, scale, guard):
+        self.fft.forward(self.rho, self.psi)
+        out = _modulus_inplace(self.psi, self.measured, self.target, self.valid_f,
+                               self.missing, self.mag, self.work,
+                               np.float32(scale / self.size), guard)
+        self.fft.inverse(self.psi, self.w, normalise=False)
+        return out
+
+    def _outside_energy(self) -> float:
+        """``||w outside S||^2``, using ``psi`` as scratch."""
+        np.multiply(self.w, self.inside_f, out=self.psi)
+        np.subtract(self.w, self.psi, out=self.psi)
+        return float(np.vdot(self.psi, self.psi).real)
+
+    def hio(self, beta: float) -> tuple[float, float]:
+        """Inside S: ``rho <- rho_m``; outside: ``rho <- rho - beta rho_m``."""
+        r, total = self.fourier(-beta)  # w = -beta rho_m
+        np.multiply(self.w, -1.0 / beta, out=self.rho, where=self.inside)
+        np.copyto(self.w, 0, where=self.inside)
+        outside = float(np.vdot(self.w, self.w).real)
+        np.add(self.rho, self.w, out=self.rho)
+        return r, _ratio(outside, total)
+
+    def er(self) -> tuple[float, float]:
+        """``rho <- P_S rho_m``."""
+        r, total = self.fourier(1.0)  # w = rho_m
+        np.multiply(self.w, self.inside_f, out=self.rho)
+        np.subtract(self.w, self.rho, out=self.w)
+        return r, _ratio(float(np.vdot(self.w, self.w).real), total)
+
+    def constrained(self, algorithm: str, beta: float) -> tuple[float, float]:
+        """ER, HIO and RAAR with positivity, and RAAR: the general (slower) forms."""
+        positivity = self.params.positivity
+        r, total = self.fourier(1.0)  # w = rho_m
+        e_s = _ratio(self._outside_energy(), total)
+        rho, w, psi = self.rho, self.w, self.psi
+        if algorithm == "ER":
+            np.copyto(rho, w)
+            _constrain(rho, self.outside, positivity)
+        elif algorithm == "HIO":  # Fienup: feedback wherever the constraint is violated
+            np.greater_equal(w.real, 0, out=self.good)
+            np.logical_and(self.good, self.inside, out=self.good)
+            np.multiply(w, -beta, out=psi)
+            np.add(rho, psi, out=rho)
+            if positivity == "real-nonneg":  # the imaginary part always takes feedback
+                np.copyto(rho.real, w.real, where=self.good)
+            else:
+                np.copyto(rho, w, where=self.good)
+        else:  # RAAR: beta P_C(2 rho_m - rho) + beta rho + (1 - 2 beta) rho_m
+            np.multiply(w, 2, out=psi)
+            np.subtract(psi, rho, out=psi)
+            _constrain(psi, self.outside, positivity)
+            np.add(rho, psi, out=rho)
+            np.multiply(rho, beta, out=rho)
+            np.multiply(w, 1 - 2 * beta, out=psi)
+            np.add(rho, psi, out=rho)
+        return r, e_s
+
+    def step_function(self, step: Step):
+        beta = getattr(step, "beta", None) or self.params.beta
+        if self.params.positivity == "none" and step.name == "HIO":
+            return lambda: self.hio(beta)
+        if self.params.positivity == "none" and step.name == "ER":
+            return self.er
+        return lambda: self.constrained(step.name, beta)
+
+    def r_factor(self) -> float:
+        self.fft.forward(self.rho, self.psi)
+        np.abs(self.psi, out=self.mag)
+        np.subtract(self.measured, self.mag, out=self.work)
+        np.abs(self.work, out=self.work)
+        return float(np.dot(self.work.ravel(), self.valid_f.ravel())) / self.a_sum
+
+
+def _ratio(outside: float, total: float) -> float:
+    return math.sqrt(outside / total) if total > 0 else 0.0
+
+
+def run(
+    amplitude: np.ndarray, valid: np.ndarray, rho0: np.ndarray, support: np.ndarray,
+    schedule: str | Sequence[Step], params: PhasingParams | None = None,
+) -> tuple[np.ndarray, np.ndarray, PhasingErrors]:
+    """Run a phasing schedule from ``rho0``.
+
+    Parameters
+    ----------
+    amplitude : (h, w) float array, centred
+        Measured ``A = sqrt(I)``, zero frequency at ``(h // 2, w // 2)``.
+    valid : (h, w) bool array, centred
+        True where measured; elsewhere the Fourier field floats.
+    rho0 : (h, w) complex array
+        Starting object (real space, as the support).
+    support : (h, w) bool array
+        Starting support ``S``.
+    schedule : str or sequence of Step
+        See :func:`parse_schedule`, e.g. ``"HIO:400,ER:100;shrinkwrap=50"``.
+    params : PhasingParams, optional
+        Algorithm parameters; defaults of :class:`PhasingParams`.
+
+    Returns
+    -------
+    rho : (h, w) complex64
+        Final object (the iterate after the last step; end with ER for a clean support).
+    support : (h, w) bool
+        Final support (changed only by shrinkwrap).
+    errors : PhasingErrors
+        ``R_F`` and ``E_S`` per iteration, and ``R_F`` of ``rho``.
+    """
+    params = params or PhasingParams()
+    steps = as_schedule(schedule)
+    shape = np.shape(amplitude)
+    if len(shape) != 2 or any(np.shape(a) != shape for a in (valid, rho0, support)):
+        raise ValueError("amplitude, valid, rho0 and support must be 2D arrays of one shape: "
+                         f"{[np.shape(a) for a in (amplitude, valid, rho0, support)]}")
+    valid = np.asarray(valid, dtype=bool)
+    if not valid.any():
+        raise ValueError("no valid pixel in the diffraction pattern")
+    member = _Member(np.asarray(amplitude), valid, rho0, np.asarray(support, bool), params)
+    n_total = sum(step.iterations for step in steps)
+    r_fourier, e_support = np.empty(n_total), np.empty(n_total)
+    p = params
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 is caught and redone
+        _iterate(member, steps, p, r_fourier, e_support)
+    errors = PhasingErrors(r_fourier, e_support, member.r_factor())
+    return member.rho, member.inside.copy(), errors
+
+
+def _iterate(member, steps, p, r_fourier, e_support) -> None:
+    n_total, it = len(r_fourier), 0
+    for step in steps:
+        iterate = member.step_function(step)
+        log.debug("%s x %d from iteration %d", step.name, step.iterations, it)
+        for _ in range(step.iterations):
+            r_fourier[it], e_support[it] = iterate()
+            it += 1
+            if step.shrinkwrap and it % step.shrinkwrap == 0 and it < n_total:
+                frac = (it - 1) / max(n_total - 1, 1)
+                sigma = p.shrinkwrap_sigma_start + frac * (
+                    p.shrinkwrap_sigma_end - p.shrinkwrap_sigma_start)
+                member.set_support(shrinkwrap(member.rho, sigma, p.shrinkwrap_threshold,
+                                              p.shrinkwrap_opening))

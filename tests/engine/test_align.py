@@ -1,0 +1,76 @@
+"""Alignment: sub-pixel translation, centre inversion and twin, global phase."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lensfree.engine import align, shapes
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return shapes.letter(64, 3.0)
+
+
+@pytest.mark.parametrize("shift", [(3.3, -1.7), (-0.45, 0.8), (12.6, 20.05)])
+def test_register_recovers_subpixel_shift(ref, shift):
+    rng = np.random.default_rng(0)
+    moved = align.fourier_shift(ref, shift)
+    moved = moved + 0.02 * (rng.standard_normal(ref.shape) + 1j * rng.standard_normal(ref.shape))
+    found = align.register_translation(moved, ref, upsample=20)
+    # the shift that maps `moved` back onto `ref` is minus the one applied
+    assert np.allclose(found, (-shift[0], -shift[1]), atol=0.05)
+
+
+def test_fourier_shift_integer_is_roll(ref):
+    assert np.allclose(align.fourier_shift(ref, (5, -3)), np.roll(ref, (5, -3), axis=(0, 1)),
+                       atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [8, 9])
+def test_centre_inversion_maps_r_to_minus_r(n):
+    img = np.arange(n * n).reshape(n, n)
+    out = align.centre_inversion(img)
+    c = n // 2
+    for i in range(n):
+        for j in range(n):
+            assert out[i, j] == img[(2 * c - i) % n, (2 * c - j) % n]
+    # the centre pixel stays put, and inversion is an involution
+    assert out[c, c] == img[c, c]
+    assert np.array_equal(align.centre_inversion(out), img)
+
+
+def test_twin_has_the_same_fourier_modulus(ref):
+    a = np.abs(np.fft.fft2(ref))
+    b = np.abs(np.fft.fft2(align.twin(ref)))
+    assert np.allclose(a, b, rtol=1e-4, atol=1e-4 * a.max())
+    assert not np.allclose(align.twin(ref), ref, atol=0.1)  # the letter is asymmetric
+
+
+def test_align_undoes_twin_shift_and_phase_exactly(ref):
+    phase = 2.1
+    img = np.roll(align.twin(ref), (2, 5), axis=(0, 1)) * np.exp(1j * phase)
+    aligned, info = align.align(img, ref)
+    assert info.twin is True
+    assert np.allclose(info.shift, (2.0, 5.0), atol=1e-6)
+    # conj() turns +phase into -phase, which the global-phase step removes
+    assert info.phase == pytest.approx(-phase, abs=1e-5)
+    assert np.abs(aligned - ref).max() <= 1e-5
+    assert info.correlation == pytest.approx(1.0, abs=1e-6)
+
+
+def test_align_keeps_the_direct_image_and_removes_phase(ref):
+    img = align.fourier_shift(ref, (-4.25, 3.5)) * np.exp(-0.8j)
+    aligned, info = align.align(img, ref)
+    assert info.twin is False
+    assert np.allclose(info.shift, (4.25, -3.5), atol=0.05)
+    assert info.phase == pytest.approx(-0.8, abs=1e-3)
+    assert np.linalg.norm(aligned - ref) / np.linalg.norm(ref) < 1e-3
+    # the removed phase is exactly the angle of the overlap: none remains
+    assert abs(np.angle(np.vdot(ref, aligned))) < 1e-6
+
+
+def test_align_rejects_shape_mismatch(ref):
+    with pytest.raises(ValueError, match="shapes differ"):
+        align.align(ref[:32], ref)
