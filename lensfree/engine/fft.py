@@ -229,6 +229,14 @@ class FFT2:
         else:
             plan.execute()
 
+    def prepare(self, inplace: bool = False) -> FFT2:
+        """Make (or load from wisdom) both plans now rather than at first use; the
+        out-of-place pair is what :mod:`lensfree.engine.phasing` runs."""
+        if self.backend == "pyfftw":
+            for direction in ("FFTW_FORWARD", "FFTW_BACKWARD"):
+                self._plan(direction, inplace)
+        return self
+
     def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``out = F x`` (unnormalised, as :func:`numpy.fft.fft2`); returns ``out``."""
         out = self._check(x, out)

@@ -66,6 +66,11 @@ def test_unaligned_and_strided_arrays_are_copied_correctly():
     assert np.abs(out - reference).max() <= 1e-5 * np.abs(reference).max()
 
 
+def test_prepare_plans_both_directions():
+    f = fft.get_fft2((24, 40)).prepare()
+    assert {key for key in f._plans} >= {("FFTW_FORWARD", False), ("FFTW_BACKWARD", False)}
+
+
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="complex64 or complex128"):
         fft.get_fft2((8, 8), np.float32)
