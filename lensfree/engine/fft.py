@@ -50,7 +50,7 @@ _DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
 # The per-thread plan cache. The wisdom lock and flag below are process-wide on purpose:
 # FFTW's wisdom is itself process-wide state, and we load the cache file once per process.
 _plans = threading.local()
-_wisdom_lock = threading.Lock()
+_wisdom_lock = threading.RLock()  # FFTW's planner and wisdom are not thread-safe
 _wisdom_loaded: list[bool] = [False]
 
 
@@ -127,7 +127,8 @@ def load_wisdom(path: Path | None = None) -> bool:
     wisdom = _read_wisdom(path)
     if wisdom is None:
         return False
-    ok = pyfftw.import_wisdom(wisdom)
+    with _wisdom_lock:
+        ok = pyfftw.import_wisdom(wisdom)
     log.debug("imported FFTW wisdom from %s (%s)", path, ok)
     return any(ok)
 
@@ -142,6 +143,11 @@ def save_wisdom(path: Path | None = None) -> Path | None:
     if pyfftw is None:
         return None
     path = wisdom_path() if path is None else Path(path)
+    with _wisdom_lock:
+        return _save_wisdom(path)
+
+
+def _save_wisdom(path: Path) -> Path | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         previous = _read_wisdom(path)
@@ -178,7 +184,8 @@ class FFT2:
     caller-owned arrays of the planned shape and dtype. When both are C-contiguous and
     SIMD-aligned (see :func:`empty_aligned`) the transform runs directly on them with no
     copy; ``x is out`` runs in place. Other arrays go through internal buffers (correct,
-    but slower). The input of an out-of-place transform is preserved.
+    but slower). The input of an out-of-place transform is preserved. Each plan keeps a
+    reference to the last arrays it ran on (pyFFTW does), until its next call.
     """
 
     def __init__(self, shape: tuple[int, int], dtype=np.complex64, threads: int = 1):
@@ -187,7 +194,8 @@ class FFT2:
         self.threads = int(threads)
         self.size = self.shape[0] * self.shape[1]
         self.backend = backend()
-        self._plans: dict[tuple[str, bool], tuple] = {}
+        self._plans: dict[tuple[str, bool], object] = {}
+        self._buffers: tuple[np.ndarray, np.ndarray] | None = None
 
     def __repr__(self) -> str:
         return f"FFT2(shape={self.shape}, dtype={self.dtype}, threads={self.threads})"
@@ -207,7 +215,12 @@ class FFT2:
         key = (direction, inplace)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = _make_plan(self.shape, self.dtype, self.threads, *key)
+            if self._buffers is None:  # scratch shared by all four plans
+                self._buffers = (empty_aligned(self.shape, self.dtype),
+                                 empty_aligned(self.shape, self.dtype))
+            a, b = self._buffers
+            plan = self._plans[key] = _make_plan(a, a if inplace else b, self.threads,
+                                                 direction)
         return plan
 
     def _run(self, direction: str, x: np.ndarray, out: np.ndarray) -> None:
@@ -218,10 +231,12 @@ class FFT2:
             inplace = True
         if not out.flags.writeable:
             raise ValueError("FFT2: output array is read-only")
-        plan, buf_in, buf_out = self._plan(direction, inplace)
+        plan = self._plan(direction, inplace)
         try:  # checks dtype, shape, strides and alignment, and raises when they differ
             plan.update_arrays(x, out)
-        except ValueError:  # go through the plan's own aligned buffers
+        except ValueError:  # go through the aligned scratch buffers
+            buf_in = self._buffers[0]
+            buf_out = buf_in if inplace else self._buffers[1]
             np.copyto(buf_in, x)
             plan.update_arrays(buf_in, buf_out)
             plan.execute()
@@ -266,26 +281,24 @@ class FFT2:
         return out
 
 
-def _make_plan(shape, dtype, threads: int, direction: str, inplace: bool):
-    """One FFTW plan and its own aligned buffers (planning overwrites them, and they
-    serve arrays that cannot be used directly), from wisdom when possible, else measured
-    (and the wisdom saved)."""
+def _make_plan(buf_in: np.ndarray, buf_out: np.ndarray, threads: int, direction: str):
+    """One FFTW plan on the given scratch arrays (planning overwrites them), from wisdom
+    when possible, else measured (and the wisdom saved)."""
     _ensure_wisdom_loaded()
-    buf_in = pyfftw.empty_aligned(shape, dtype=dtype)
-    buf_out = buf_in if inplace else pyfftw.empty_aligned(shape, dtype=dtype)
     kwargs = dict(axes=(0, 1), direction=direction, threads=threads)
-    if _planner() == "estimate":
-        plan = pyfftw.FFTW(buf_in, buf_out, flags=("FFTW_ESTIMATE",), **kwargs)
-    else:
+    with _wisdom_lock:
+        if _planner() == "estimate":
+            return pyfftw.FFTW(buf_in, buf_out, flags=("FFTW_ESTIMATE",), **kwargs)
         try:
-            plan = pyfftw.FFTW(
+            return pyfftw.FFTW(
                 buf_in, buf_out, flags=("FFTW_MEASURE", "FFTW_WISDOM_ONLY"), **kwargs
             )
         except RuntimeError:  # no wisdom for this transform yet: measure and keep it
-            log.info("planning FFT %s %s %s (FFTW_MEASURE)", shape, dtype, direction)
+            log.info("planning FFT %s %s %s (FFTW_MEASURE)", buf_in.shape, buf_in.dtype,
+                     direction)
             plan = pyfftw.FFTW(buf_in, buf_out, flags=("FFTW_MEASURE",), **kwargs)
             save_wisdom()
-    return plan, buf_in, buf_out
+            return plan
 
 
 def get_fft2(shape: tuple[int, int], dtype=np.complex64, threads: int | None = None) -> FFT2:
