@@ -205,3 +205,29 @@ def test_run_rejects_bad_shapes(letter_data):
     with pytest.raises(ValueError, match="one shape"):
         phasing.run(amplitude, valid[:10], np.zeros_like(amplitude, np.complex64), support,
                     "ER:1")
+
+
+def test_huang_mode_run_reduces_to_plain_when_region_b_is_empty(letter_data):
+    _, amplitude, valid, support = letter_data
+    rho0 = ghio.member_start(amplitude, valid, support, 1)
+    plain = phasing.run(amplitude, valid, rho0, support, "HIO:20,ER:5", _PARAMS)
+    tiny = PhasingParams(**{**_PARAMS.__dict__, "huang_mode": True, "huang_sigma": 1e-9})
+    assert not phasing.huang_regions(amplitude, valid, 1e-9).any()
+    huang = phasing.run(amplitude, valid, rho0, support, "HIO:20,ER:5", tiny)
+    assert np.array_equal(plain[0], huang[0])
+    # with a real noise floor, B is capped and R_F is still measured against A
+    floor = PhasingParams(**{**_PARAMS.__dict__, "huang_mode": True, "huang_sigma": 30.0})
+    assert phasing.huang_regions(amplitude, valid, 30.0).sum() > 500
+    rho, _, errors = phasing.run(amplitude, valid, rho0, support, "HIO:20,ER:5", floor)
+    assert errors.final_r_fourier == pytest.approx(
+        phasing.fourier_r_factor(rho, amplitude, valid), rel=1e-3)
+
+
+def test_odd_shape_round_trip():
+    truth = shapes.letter(63, 3.0)[:, :61]
+    amplitude, valid = shapes.far_field(truth, np.inf, None, 2.0)
+    support = np.abs(truth) > 0
+    # starting from the truth with its own support, ER stays there
+    rho, _, errors = phasing.run(amplitude, valid, truth, support, "ER:3")
+    assert errors.r_fourier.max() < 1e-5
+    assert np.allclose(rho, truth, atol=1e-5)
