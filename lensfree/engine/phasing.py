@@ -8,8 +8,9 @@ Layouts: ``amplitude`` and ``valid`` come centred (zero frequency at ``(h // 2, 
 as stored) and are shifted once at set-up; inside the loop the transform has zero
 frequency at ``[0, 0]``. Real-space arrays (``rho``, ``support``) are used as given.
 
-Memory and speed: one run works in place on three complex64 and five float32 arrays of
-its size (plus boolean masks), about 44 bytes a pixel; an iteration allocates nothing.
+Memory and speed: one run works in place on two complex64 and five float32 arrays of
+its size (plus boolean masks), about 36 bytes a pixel (a third complex array for RAAR and
+positivity); an iteration allocates nothing.
 The ``1 / N`` of the inverse transform and the algorithm's scalar (``-beta`` for HIO) ride
 on the modulus factor, ``||rho_m||^2`` comes from Parseval, and an HIO iteration is two
 FFTs plus eleven numpy passes, five of them for ``R_F`` and ``E_S``. The sums use numpy's
@@ -417,7 +418,9 @@ class _Member:
         self.scale = math.nan
         self.valid_f = np.fft.ifftshift(valid).astype(np.float32)
         self.missing = None if valid.all() else np.fft.ifftshift(~valid)
-        self.rho, self.psi, self.w = (empty_aligned(shape, np.complex64) for _ in range(3))
+        self.rho, self.psi = (empty_aligned(shape, np.complex64) for _ in range(2))
+        self.w = self.psi  # the inverse FFT runs in place: w = scale rho_m
+        self._scratch = None
         self.mag, self.work = (empty_aligned(shape, np.float32) for _ in range(2))
         self.rho[...] = rho0
         self.inside = np.empty(shape, bool)
@@ -450,14 +453,21 @@ class _Member:
         out = _modulus_inplace(self.psi, self.measured, self.target, self.valid_f,
                                self.missing, self.mag, self.work,
                                np.float32(scale / self.size), guard)
-        self.fft.inverse(self.psi, self.w, normalise=False)
+        self.fft.inverse(self.psi, self.psi, normalise=False)
         return out
 
+    @property
+    def scratch(self) -> np.ndarray:
+        """A third complex array, only for the general (positivity, RAAR) forms."""
+        if self._scratch is None:
+            self._scratch = empty_aligned(self.rho.shape, np.complex64)
+        return self._scratch
+
     def _outside_energy(self) -> float:
-        """``||w outside S||^2``, using ``psi`` as scratch."""
-        np.multiply(self.w, self.inside_f, out=self.psi)
-        np.subtract(self.w, self.psi, out=self.psi)
-        return float(np.vdot(self.psi, self.psi).real)
+        """``||w outside S||^2``."""
+        np.multiply(self.w, self.inside_f, out=self.scratch)
+        np.subtract(self.w, self.scratch, out=self.scratch)
+        return float(np.vdot(self.scratch, self.scratch).real)
 
     def hio(self, beta: float) -> tuple[float, float]:
         """Inside S: ``rho <- rho_m``; outside: ``rho <- rho - beta rho_m``."""
@@ -480,7 +490,7 @@ class _Member:
         positivity = self.params.positivity
         r, total = self.fourier(1.0)  # w = rho_m
         e_s = _ratio(self._outside_energy(), total)
-        rho, w, psi = self.rho, self.w, self.psi
+        rho, w, psi = self.rho, self.w, self.scratch
         if algorithm == "ER":
             np.copyto(rho, w)
             _constrain(rho, self.outside, positivity)
