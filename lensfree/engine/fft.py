@@ -244,12 +244,15 @@ class FFT2:
         else:
             plan.execute()
 
-    def prepare(self, inplace: bool = False) -> FFT2:
-        """Make (or load from wisdom) both plans now rather than at first use; the
-        out-of-place pair is what :mod:`lensfree.engine.phasing` runs."""
+    def prepare(self) -> FFT2:
+        """Make (or load from wisdom) all four plans now, forward and inverse, in place
+        and out of place, rather than at first use. Run it once on the root before
+        starting workers, so that they all load the same wisdom and so the same plans
+        (bitwise the same results)."""
         if self.backend == "pyfftw":
             for direction in ("FFTW_FORWARD", "FFTW_BACKWARD"):
-                self._plan(direction, inplace)
+                for inplace in (False, True):
+                    self._plan(direction, inplace)
         return self
 
     def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
