@@ -148,18 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run store with a finished ensemble/ group (RUN.zarr)")
     p.add_argument("--population", type=int, default=100, help="members M [100]")
     p.add_argument("--generations", type=int, default=10, help="generations G [10]")
-    p.add_argument("--schedule", default="HIO:180,ER:20;shrinkwrap=50",
-                   help="steps of every member per generation [HIO:180,ER:20;shrinkwrap=50]")
+    p.add_argument("--schedule", default="HIO:400,ER:100;shrinkwrap=50",
+                   help="steps of every member per generation [HIO:400,ER:100;shrinkwrap=50]")
     p.add_argument("--beta", type=float, default=0.9, help="HIO/RAAR feedback [0.9]")
     p.add_argument("--positivity", default="none", choices=("none", "real", "real-nonneg"),
                    help="object constraint inside the support [none]")
-    p.add_argument("--support-threshold", type=float, default=0.04,
+    p.add_argument("--support-threshold", type=float, default=0.1,
                    help="starting support: autocorrelation above this fraction of its "
-                        "maximum, when ensemble/ has no support [0.04]")
-    p.add_argument("--shrinkwrap-threshold", type=float, default=0.15,
-                   help="shrinkwrap: blurred |rho| above this fraction of its maximum [0.15]")
-    p.add_argument("--shrinkwrap-sigma", type=float, nargs=2, default=(3.0, 1.5),
-                   metavar=("START", "END"), help="shrinkwrap blur, px [3 1.5]")
+                        "maximum, when ensemble/ has no support [0.1]")
+    p.add_argument("--shrinkwrap-threshold", type=float, default=0.2,
+                   help="shrinkwrap: blurred |rho| above this fraction of its maximum [0.2]")
+    p.add_argument("--shrinkwrap-sigma", type=float, nargs=2, default=(3.0, 1.0),
+                   metavar=("START", "END"), help="shrinkwrap blur, px [3 1]")
     _common(p)
     p.set_defaults(handler=_cmd_phase)
     return parser

@@ -1,0 +1,234 @@
+"""Stage 2 across workers: GHIO populations of phase-retrieval members.
+
+Each generation is one ``backend.map`` over its members. A member's task is small
+(generation, member index); the amplitude, mask, starting support and the previous
+generation's best object (the guide) travel once per generation as the shared value.
+Only the guide moves between generations, never the population: every member reads its
+own previous object from the store and writes its new one there itself.
+
+Store layout and resuming (``phasing/``):
+- ``population`` (2, M, h, w) complex64 and ``population_support`` (2, M, h, w) bool,
+  one chunk per member: generation g (all but the last) writes slot ``g % 2`` and reads
+  slot ``(g - 1) % 2``, so recomputing an unfinished member reads exactly what it read
+  the first time. The last generation writes ``objects`` and ``supports`` (M, h, w).
+- ``member_errors`` (G, M), one chunk per entry, NaN until the member's worker has
+  written its object: its final R_F is that member's completion marker, written last.
+- ``errors`` (G, M): final R_F of every member, written by the root at the end of each
+  generation, and the attr ``generations_complete`` counts finished generations.
+- ``r_fourier`` and ``e_support`` (G, M, n_iter): the error of every iteration.
+A rerun with the same parameters skips finished generations and finished members.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import zarr
+
+from lensfree.engine import ghio, phasing
+from lensfree.errors import LensfreeError
+from lensfree.io import runstore
+from lensfree.launch.backends import Backend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PhaseParams:
+    """Stage 2 parameters.
+
+    population, generations : GHIO members and generations (the paper: 100 and 10).
+    schedule : phasing steps of every member in every generation, see
+        `phasing.parse_schedule`.
+    support_threshold : starting support from the autocorrelation thresholded at this
+        fraction of its maximum, when the run store holds no ``ensemble/support``.
+    phasing : algorithm parameters (beta, shrinkwrap, positivity, Huang's mode).
+    """
+
+    population: int = 100
+    generations: int = 10
+    schedule: str = "HIO:400,ER:100;shrinkwrap=50"
+    support_threshold: float = 0.1
+    seed: int = 0
+    phasing: phasing.PhasingParams = field(default_factory=lambda: phasing.PhasingParams(
+        shrinkwrap_threshold=0.2, shrinkwrap_sigma_end=1.0))
+
+    def __post_init__(self):
+        if self.population < 1:
+            raise ValueError(f"population={self.population} must be at least 1")
+        if self.generations < 1:
+            raise ValueError(f"generations={self.generations} must be at least 1")
+        if not 0 < self.support_threshold < 1:
+            raise ValueError(f"support_threshold={self.support_threshold} must be in (0, 1)")
+        phasing.parse_schedule(self.schedule)  # raises ValueError naming the bad token
+
+    @property
+    def n_iterations(self) -> int:
+        return sum(s.iterations for s in phasing.parse_schedule(self.schedule))
+
+
+@dataclass(frozen=True)
+class _Shared:
+    run: str
+    amplitude: np.ndarray
+    valid: np.ndarray
+    support: np.ndarray
+    guide: np.ndarray | None
+    guide_support: np.ndarray | None
+    params: PhaseParams
+
+
+def _slot(group: zarr.Group, generation: int, n_generations: int):
+    """(objects array, supports array, index prefix) where ``generation`` writes."""
+    if generation == n_generations - 1:
+        return group["objects"], group["supports"], ()
+    return group["population"], group["population_support"], (generation % 2,)
+
+
+def phase_member(task: tuple[int, int], shared: _Shared) -> float:
+    """Run member ``m`` of generation ``g``, store its object, return its final R_F."""
+    g, m = task
+    p = shared.params
+    group = zarr.open_group(shared.run, mode="r+")["phasing"]
+    previous = None
+    if g > 0:
+        objs, _, prefix = _slot(group, g - 1, p.generations)
+        previous = objs[(*prefix, m)]
+    # the bred start is aligned to the guide, so it starts from the guide's support
+    support = shared.support if shared.guide is None else shared.guide_support
+    rho, support, errors = ghio.run_member(
+        shared.amplitude, shared.valid, support, p.schedule, p.phasing,
+        seed=ghio.member_seed(p.seed, g, m), previous=previous, guide=shared.guide)
+    objs, sups, prefix = _slot(group, g, p.generations)
+    objs[(*prefix, m)] = rho.astype(np.complex64)
+    sups[(*prefix, m)] = support
+    group["r_fourier"][g, m] = errors.r_fourier
+    group["e_support"][g, m] = errors.e_support
+    group["member_errors"][g, m] = errors.final_r_fourier  # completion marker, last
+    return float(errors.final_r_fourier)
+
+
+def read_phasing_input(run_path: str, support_threshold: float):
+    """amplitude, valid and starting support from a finished ``ensemble/`` group."""
+    group = runstore.require_complete(run_path, "ensemble")
+    for name in ("amplitude", "valid"):
+        if name not in group:
+            raise LensfreeError(f"{run_path}: ensemble/ has no '{name}' array")
+    amplitude = np.asarray(group["amplitude"][...], dtype=np.float32)
+    valid = np.asarray(group["valid"][...], dtype=bool)
+    if amplitude.ndim != 2:
+        raise LensfreeError(f"{run_path}: ensemble/amplitude is {amplitude.ndim}D, expected 2D")
+    if valid.shape != amplitude.shape:
+        raise LensfreeError(f"{run_path}: ensemble/valid has shape {valid.shape}, "
+                            f"amplitude {amplitude.shape}")
+    bad = ~np.isfinite(amplitude) | (amplitude < 0)
+    if (bad & valid).any():
+        raise LensfreeError(f"{run_path}: ensemble/amplitude has {int((bad & valid).sum())} "
+                            "NaN, inf or negative values on valid pixels")
+    if not valid.any():
+        raise LensfreeError(f"{run_path}: ensemble/valid marks no pixel as measured")
+    if "support" in group:
+        support = np.asarray(group["support"][...], dtype=bool)
+        if support.shape != amplitude.shape:
+            raise LensfreeError(f"{run_path}: ensemble/support has shape {support.shape}, "
+                                f"amplitude {amplitude.shape}")
+    else:
+        support = phasing.autocorrelation_support(amplitude, valid, support_threshold)
+    return amplitude, valid, support
+
+
+def _create(run: zarr.Group, params: PhaseParams, shape, inputs: dict) -> zarr.Group:
+    group = runstore.begin_stage(run, "phasing", params=_params_attrs(params), inputs=inputs)
+    m, g, n = params.population, params.generations, params.n_iterations
+    h, w = shape
+    for name, dtype in (("population", np.complex64), ("population_support", bool)):
+        group.create_array(name, shape=(2, m, h, w), chunks=(1, 1, h, w), dtype=dtype)
+    group.create_array("objects", shape=(m, h, w), chunks=(1, h, w), dtype=np.complex64)
+    group.create_array("supports", shape=(m, h, w), chunks=(1, h, w), dtype=bool)
+    for name in ("member_errors", "errors"):
+        group.create_array(name, shape=(g, m), chunks=(1, 1) if name == "member_errors"
+                           else (g, m), dtype=np.float64, fill_value=np.nan)
+    for name in ("r_fourier", "e_support"):
+        group.create_array(name, shape=(g, m, n), chunks=(1, 1, n), dtype=np.float32,
+                           fill_value=np.nan)
+    group.attrs.update({"schedule": params.schedule, "seed": params.seed,
+                        "generations_complete": 0, "best": []})
+    return group
+
+
+def run_phase(backend: Backend, run_path: str, params: PhaseParams) -> dict | None:
+    """Run (or resume) stage 2 on ``backend``; on the root return the ``phasing`` attrs."""
+    amplitude, valid, support = read_phasing_input(run_path, params.support_threshold)
+    start = None
+    if backend.is_root:
+        run = runstore.open_run(run_path)
+        inputs = {"run": run_path, "amplitude_shape": list(amplitude.shape)}
+        group = run["phasing"] if "phasing" in run else None
+        same = group is not None and group.attrs.get("parameters") == _params_attrs(params)
+        if same and group.attrs.get("complete"):
+            start = params.generations
+        elif same:
+            start = int(group.attrs["generations_complete"])
+            log.info("resuming %s at generation %d", run_path, start)
+        else:
+            group = _create(run, params, amplitude.shape, inputs)
+            start = 0
+        _warm_fft(amplitude.shape)
+    start = backend.bcast(start)
+    group = zarr.open_group(run_path, mode="r+")["phasing"] if backend.is_root else None
+    guide = guide_support = None
+    for g in range(start, params.generations):
+        if backend.is_root:
+            if g > 0:
+                guide, guide_support = _best_member(group, g - 1, params.generations)
+            done = np.isfinite(group["member_errors"][g, :])
+            todo = [(g, m) for m in range(params.population) if not done[m]]
+        else:
+            todo = None
+        todo = backend.bcast(todo)
+        guide, guide_support = backend.bcast((guide, guide_support))
+        shared = _Shared(run_path, amplitude, valid, support, guide, guide_support, params)
+        backend.map(phase_member, todo, shared,
+                    names=[f"ghio-g{g:02d}-m{m:03d}" for _, m in todo],
+                    desc=f"generation {g + 1}/{params.generations}")
+        if backend.is_root:
+            errors = group["member_errors"][g, :]
+            if not np.isfinite(errors).all():
+                raise RuntimeError(f"generation {g}: members without a stored result")
+            group["errors"][g, :] = errors
+            best = group.attrs["best"][:g] + [int(np.argmin(errors))]
+            group.attrs.update({"best": best, "generations_complete": g + 1})
+    if not backend.is_root:
+        return None
+    errors = group["errors"][...]
+    if not group.attrs.get("complete"):
+        final = errors[-1]
+        order = np.argsort(final, kind="stable")
+        runstore.finish_stage(group, best_member=int(order[0]),
+                              best_error=float(final[order[0]]),
+                              median_error=float(np.median(final)),
+                              n_members=params.population)
+    return dict(group.attrs)
+
+
+def _best_member(group: zarr.Group, generation: int, n_generations: int):
+    """Object and support of the best member of ``generation`` (the next one's guide)."""
+    best = int(np.argmin(group["member_errors"][generation, :]))
+    objs, sups, prefix = _slot(group, generation, n_generations)
+    return np.asarray(objs[(*prefix, best)]), np.asarray(sups[(*prefix, best)])
+
+
+def _warm_fft(shape) -> None:
+    """Plan once on the root so every worker loads the same FFTW wisdom (same bits)."""
+    from lensfree.engine import fft
+
+    f = fft.get_fft2(shape)
+    x = fft.empty_aligned(shape)
+    x[...] = 0
+    f.forward(x, x)
+
+
+def _params_attrs(params: PhaseParams) -> dict:
+    return runstore.jsonable(asdict(params))
