@@ -44,3 +44,39 @@ def plot_ensemble(run_path: str, out_png: str) -> str:
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
+
+
+def plot_phasing(run_path: str, out_png: str, n_best: int = 4) -> str:
+    """Amplitude and phase of the best members, and the best error per generation."""
+    import zarr
+
+    plt = _pyplot()
+    group = zarr.open_group(run_path, mode="r")["phasing"]
+    errors = np.asarray(group["errors"][...])
+    order = np.argsort(errors[-1], kind="stable")[:n_best]
+    fig, axes = plt.subplots(2, len(order) + 1, figsize=(3 * (len(order) + 1), 6),
+                             constrained_layout=True)
+    axes = np.atleast_2d(axes)
+    for col, m in enumerate(order):
+        obj = np.asarray(group["objects"][int(m)])
+        axes[0, col].imshow(np.abs(obj), cmap="gray")
+        axes[0, col].set_title(f"member {m}: R_F {errors[-1, m]:.4f}", fontsize=9)
+        phase = np.ma.masked_where(np.abs(obj) < 0.1 * np.abs(obj).max(), np.angle(obj))
+        axes[1, col].imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)
+        axes[1, col].set_title("phase", fontsize=9)
+    for ax in axes[:, :-1].ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    gen = np.arange(1, errors.shape[0] + 1)
+    axes[0, -1].plot(gen, np.nanmin(errors, axis=1), "o-", label="best")
+    axes[0, -1].plot(gen, np.nanmedian(errors, axis=1), "s--", label="median")
+    axes[0, -1].set_xlabel("generation")
+    axes[0, -1].set_ylabel("R_F")
+    axes[0, -1].legend()
+    r = np.asarray(group["r_fourier"][-1, int(order[0])])
+    axes[1, -1].semilogy(r)
+    axes[1, -1].set_xlabel("iteration (last generation, best member)")
+    axes[1, -1].set_ylabel("R_F")
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png

@@ -18,6 +18,9 @@ def test_demo_runs_end_to_end_and_writes_a_figure(tmp_path, capsys):
     assert pixels.std() > 10  # a picture, not a blank canvas
     run = zarr.open_group(str(out / "run.zarr"), mode="r")
     assert run["ensemble"].attrs["complete"] is True
+    assert run["phasing"].attrs["complete"] is True
+    assert run["phasing/errors"].shape == (3, 16)
+    assert Image.open(out / "phasing.png").size[0] > 500
 
 
 def test_simulate_ensemble_plants_bad_frames_and_writes_truth(tmp_path, capsys):
