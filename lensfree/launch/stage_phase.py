@@ -224,10 +224,7 @@ def _warm_fft(shape) -> None:
     """Plan once on the root so every worker loads the same FFTW wisdom (same bits)."""
     from lensfree.engine import fft
 
-    f = fft.get_fft2(shape)
-    x = fft.empty_aligned(shape)
-    x[...] = 0
-    f.forward(x, x)
+    fft.get_fft2(shape).prepare()
 
 
 def _params_attrs(params: PhaseParams) -> dict:
