@@ -172,8 +172,12 @@ def _version() -> str:
 
 
 def _backend(args):
-    return make_backend(args.backend, workers=args.workers, scheduler=args.scheduler,
-                        progress=not args.quiet, dashboard_address=args.dashboard_address)
+    backend = make_backend(args.backend, workers=args.workers, scheduler=args.scheduler,
+                           progress=not args.quiet, dashboard_address=args.dashboard_address)
+    if not args.debug:
+        # distributed logs cluster start and stop at INFO: noise on a user's terminal
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    return backend
 
 
 def _announce(backend, out=sys.stdout) -> None:
