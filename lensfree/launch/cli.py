@@ -172,12 +172,13 @@ def _version() -> str:
 
 
 def _backend(args):
-    backend = make_backend(args.backend, workers=args.workers, scheduler=args.scheduler,
-                           progress=not args.quiet, dashboard_address=args.dashboard_address)
-    if not args.debug:
-        # distributed logs cluster start and stop at INFO: noise on a user's terminal
+    if args.backend == "dask" and not args.debug:
+        import distributed  # noqa: F401  (its import sets its loggers to INFO)
+
+        # cluster start and stop at INFO are noise on a user's terminal
         logging.getLogger("distributed").setLevel(logging.WARNING)
-    return backend
+    return make_backend(args.backend, workers=args.workers, scheduler=args.scheduler,
+                        progress=not args.quiet, dashboard_address=args.dashboard_address)
 
 
 def _announce(backend, out=sys.stdout) -> None:
