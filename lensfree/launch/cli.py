@@ -337,7 +337,9 @@ def _cmd_phase(args) -> int:
         t0 = time.perf_counter()
         attrs = run_phase(backend, args.run, params)
         if backend.is_root:
-            print(f"{args.run}: phasing/ written in {time.perf_counter() - t0:.1f} s; "
+            resumed = attrs.get("resumed_complete")
+            verb = "already complete, nothing recomputed" if resumed else "written"
+            print(f"{args.run}: phasing/ {verb} in {time.perf_counter() - t0:.1f} s; "
                   f"{params.population} members x {params.generations} generations x "
                   f"{params.n_iterations} iterations")
             print(f"  best member {attrs['best_member']}: R_F {attrs['best_error']:.4f} "

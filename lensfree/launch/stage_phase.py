@@ -203,13 +203,12 @@ def run_phase(backend: Backend, run_path: str, params: PhaseParams) -> dict | No
     if not backend.is_root:
         return None
     errors = group["errors"][...]
-    if not group.attrs.get("complete"):
-        final = errors[-1]
-        order = np.argsort(final, kind="stable")
-        runstore.finish_stage(group, best_member=int(order[0]),
-                              best_error=float(final[order[0]]),
-                              median_error=float(np.median(final)),
-                              n_members=params.population)
+    if group.attrs.get("complete"):
+        return {**group.attrs, "resumed_complete": True}
+    final = errors[-1]
+    order = np.argsort(final, kind="stable")
+    runstore.finish_stage(group, best_member=int(order[0]), best_error=float(final[order[0]]),
+                          median_error=float(np.median(final)), n_members=params.population)
     return dict(group.attrs)
 
 
