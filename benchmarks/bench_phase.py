@@ -25,20 +25,12 @@ import tempfile
 import time
 
 import numpy as np
+from timing import median_time  # benchmarks/timing.py
 
 from lensfree.engine import fft, ghio, phasing, shapes
 from lensfree.launch.backends import DaskBackend
 from lensfree.launch.stage_phase import PhaseParams, run_phase
 from lensfree.launch.stage_simulate import simulate_object
-
-
-def median_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def iteration_vs_fft(n: int, repeats: int) -> dict:
@@ -53,14 +45,14 @@ def iteration_vs_fft(n: int, repeats: int) -> dict:
             f.forward(x, x)
             f.inverse(x, x)
 
-    t_fft = median_of(two_ffts, repeats) / loops
+    t_fft = median_time(two_ffts, repeats) / loops
     rho = shapes.make_object("letter", n, 3.0)
     amp, valid = shapes.far_field(rho, 1e9, np.random.default_rng(1), 0.05 * n)
     support = phasing.autocorrelation_support(amp, valid)
     rho0 = ghio.member_start(amp, valid, support, 0)
     # difference of two run lengths removes the per-run setup from the per-iteration time
-    short = median_of(lambda: phasing.run(amp, valid, rho0, support, f"HIO:{loops}"), repeats)
-    long = median_of(lambda: phasing.run(amp, valid, rho0, support, f"HIO:{2 * loops}"),
+    short = median_time(lambda: phasing.run(amp, valid, rho0, support, f"HIO:{loops}"), repeats)
+    long = median_time(lambda: phasing.run(amp, valid, rho0, support, f"HIO:{2 * loops}"),
                      repeats)
     t_hio = (long - short) / loops
     return {"n": n, "two_ffts_ms": t_fft * 1e3, "hio_ms": t_hio * 1e3, "ratio": t_hio / t_fft}

@@ -24,21 +24,13 @@ import time
 
 import numpy as np
 import zarr
+from timing import median_time  # benchmarks/timing.py
 
 from lensfree.engine.simulate import EnsembleParams
 from lensfree.io.frames import open_frames
 from lensfree.launch.backends import DaskBackend, LocalBackend
 from lensfree.launch.stage_simulate import simulate_ensemble
 from lensfree.launch.stage_sum import run_sum
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def read_only(path: str) -> None:

@@ -49,29 +49,45 @@ class ScreenParams:
             raise ValueError(f"annulus_width={self.annulus_width} must be at least 1")
 
 
-def edge_annulus(mask: np.ndarray, width: int = 4) -> np.ndarray:
-    """The ring ``D`` of measured pixels within ``width`` px of the beam stop.
+def beamstop(mask: np.ndarray) -> np.ndarray | None:
+    """The beam stop: the unmeasured region holding the detector's middle, or, when the
+    middle is measured, the unmeasured region nearest to it (within 1/8 of the size).
 
-    The beam stop is the unmeasured region that holds the detector's middle (or, when the
-    middle is measured, the unmeasured region nearest to it). Without any such region the
-    ring is taken at radii [2, 2 + width] around the middle.
+    Returns a bool map, or None when there is no such region.
     """
     h, w = mask.shape
     labels, n = ndimage.label(~mask)
+    if not n:
+        return None
+    label = labels[h // 2, w // 2]
+    if label == 0:
+        yy, xx = np.indices(mask.shape)
+        dist = np.hypot(yy - h // 2, xx - w // 2)
+        dist[labels == 0] = np.inf
+        if dist.min() >= min(h, w) / 8:
+            return None
+        label = labels.flat[np.argmin(dist)]
+    return labels == label
+
+
+def beamstop_diameter(mask: np.ndarray) -> float:
+    """Equivalent diameter (px) of the `beamstop` region; 0 without one."""
+    stop = beamstop(mask)
+    return 0.0 if stop is None else float(2 * np.sqrt(stop.sum() / np.pi))
+
+
+def edge_annulus(mask: np.ndarray, width: int = 4) -> np.ndarray:
+    """The ring ``D`` of measured pixels within ``width`` px of the `beamstop`.
+
+    Without a beam stop the ring is taken at radii [2, 2 + width] around the middle.
+    """
+    stop = beamstop(mask)
+    if stop is not None:
+        ring = ndimage.binary_dilation(stop, iterations=width) & mask & ~stop
+        if ring.any():
+            return ring
+    h, w = mask.shape
     yy, xx = np.indices(mask.shape)
-    if n:
-        label = labels[h // 2, w // 2]
-        if label == 0:
-            dist = np.hypot(yy - h // 2, xx - w // 2)
-            dist[labels == 0] = np.inf
-            if dist.min() < min(h, w) / 8:
-                label = labels.flat[np.argmin(dist)]
-        if label:
-            stop = labels == label
-            grown = ndimage.binary_dilation(stop, iterations=width)
-            ring = grown & mask & ~stop
-            if ring.any():
-                return ring
     r = np.hypot(yy - h // 2, xx - w // 2)
     return mask & (r >= 2) & (r <= 2 + width)
 

@@ -142,7 +142,7 @@ def run_sum(backend: Backend, store: frame_io.FrameStore, out: str,
     binned, valid_b, origin = ensemble.bin_pattern(patched, valid_patched, center, b)
     speckle = params.speckle_diameter
     if speckle is None:
-        speckle = _beamstop_diameter(mask) / b + 4
+        speckle = ensemble.beamstop_diameter(mask) / b + 4
     valid_b &= ~ensemble.central_disk(valid_b.shape, speckle)
     amplitude = ensemble.to_amplitude(binned, valid_b)
 
@@ -176,17 +176,6 @@ def run_sum(backend: Backend, store: frame_io.FrameStore, out: str,
         attrs["real_space_pixel_m"] = geometry.real_space_pixel(amplitude.shape[0], b)
     runstore.finish_stage(group, **attrs)
     return attrs
-
-
-def _beamstop_diameter(mask: np.ndarray) -> float:
-    """Equivalent diameter (px) of the unmeasured region at the detector's middle."""
-    from scipy import ndimage
-
-    labels, _ = ndimage.label(~mask)
-    label = labels[mask.shape[0] // 2, mask.shape[1] // 2]
-    if label == 0:
-        return 0.0
-    return float(2 * np.sqrt((labels == label).sum() / np.pi))
 
 
 def _params_attrs(params: SumParams) -> dict:
