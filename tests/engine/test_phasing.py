@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lensfree.engine import align, ghio, phasing, shapes
+from lensfree.engine import align, ghio, phasing, schedule, shapes
 from lensfree.engine.phasing import ER, HIO, RAAR, PhasingParams, parse_schedule
 
 # ----------------------------------------------------------------------------- schedules
@@ -16,6 +16,12 @@ def test_parse_simple_schedule_and_shrinkwrap_option():
     assert steps == (HIO(400, 50), ER(100, 50))
     assert parse_schedule("HIO:400,ER:100") == (HIO(400), ER(100))
     assert parse_schedule("HIO:400,ER:100", shrinkwrap=20) == (HIO(400, 20), ER(100, 20))
+
+
+def test_schedule_names_are_reexported_by_phasing():
+    for name in schedule.__all__:
+        assert getattr(phasing, name) is getattr(schedule, name)
+        assert name in phasing.__all__
 
 
 def test_parse_groups_and_beta():
