@@ -74,7 +74,7 @@ def write_array(group: zarr.Group, name: str, data, *, chunks=None) -> zarr.Arra
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def jsonable(obj):

@@ -144,6 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     _geometry_args(p)
     _common(p)
     p.set_defaults(handler=_cmd_sum)
+    p = sub.add_parser("run", help="stages and their parameters from one TOML file")
+    p.add_argument("config", help="TOML file: [execution] and one table per stage")
+    g = p.add_argument_group("overrides of the file's [execution] table")
+    g.add_argument("--backend", choices=BACKENDS, default=None)
+    g.add_argument("--workers", type=int, default=None)
+    g.add_argument("--scheduler", default=None)
+    g.add_argument("--dashboard-address", default=None)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--quiet", action="store_const", const=True, default=None)
+    p.set_defaults(handler=_cmd_run)
+
     p = sub.add_parser("phase", help="stage 2: GHIO phase-retrieval populations")
     p.add_argument("run", help="run store with a finished ensemble/ group (RUN.zarr)")
     p.add_argument("--population", type=int, default=100, help="members M [100]")
@@ -274,13 +285,13 @@ def _load_mask(args):
     return np.asarray(load_image(args.mask, args.mask_key)) != 0
 
 
-def _cmd_sum(args) -> int:
+def sum_params(args):
+    """SumParams from parsed arguments; bad values become one-line errors."""
     from lensfree.engine.ensemble import ScreenParams
-    from lensfree.io.frames import open_frames
-    from lensfree.launch.stage_sum import SumParams, run_sum
+    from lensfree.launch.stage_sum import SumParams
 
     try:
-        params = SumParams(
+        return SumParams(
             screen=ScreenParams(weak_factor=args.weak_factor, chi2_max=args.chi2_max,
                                 chi2_mad=args.chi2_mad,
                                 background_fraction=args.background_fraction,
@@ -288,6 +299,13 @@ def _cmd_sum(args) -> int:
             binning=args.binning, speckle_diameter=args.speckle_diameter)
     except ValueError as exc:
         raise LensfreeError(f"sum: {exc}") from None
+
+
+def _cmd_sum(args) -> int:
+    from lensfree.io.frames import open_frames
+    from lensfree.launch.stage_sum import run_sum
+
+    params = sum_params(args)
     store = open_frames(args.frames, geometry=_geometry(args), allow_pixels=args.pixels,
                         mask=_load_mask(args))
     with _backend(args) as backend:
@@ -344,6 +362,29 @@ def _cmd_phase(args) -> int:
                   f"{params.n_iterations} iterations")
             print(f"  best member {attrs['best_member']}: R_F {attrs['best_error']:.4f} "
                   f"(median {attrs['median_error']:.4f})")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from lensfree.io import runstore
+    from lensfree.launch import config
+
+    overrides = {k: getattr(args, k) for k in config.EXECUTION}
+    planned = config.plan(args.config, config.load(args.config), build_parser(), overrides,
+                          {"sum": sum_params, "phase": phase_params})
+    resolved = config.effective(planned)
+    for name, stage_args in planned:  # every run store keeps the config that made it
+        path = getattr(stage_args, "run", None) or (
+            stage_args.out if name in ("sum", "ptycho") else None)
+        if path:
+            runstore.open_run(path).attrs["config"] = runstore.jsonable(
+                {"file": os.path.abspath(args.config), "stages": resolved})
+    for name, stage_args in planned:
+        print(f"== {name} ==", flush=True)
+        stage_args.debug = args.debug
+        code = stage_args.handler(stage_args)
+        if code:
+            return code
     return 0
 
 
