@@ -153,7 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dashboard-address", default=None)
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--quiet", action="store_const", const=True, default=None)
+    p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                   help="fill {NAME} placeholders in the file's strings")
     p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("batch", help="many datasets from a manifest, resumably")
+    p.add_argument("manifest", help="TOML ([[dataset]] tables) or CSV (name,input,output,config)")
+    p.add_argument("--config", help="config for rows that name none")
+    p.add_argument("--jobs", type=int, default=1, help="datasets at once [1]")
+    g = p.add_argument_group("passed on to every dataset's run")
+    g.add_argument("--backend", choices=BACKENDS, default=None)
+    g.add_argument("--workers", type=int, default=None)
+    g.add_argument("--scheduler", default=None)
+    p.set_defaults(handler=_cmd_batch)
 
     p = sub.add_parser("phase", help="stage 2: GHIO phase-retrieval populations")
     p.add_argument("run", help="run store with a finished ensemble/ group (RUN.zarr)")
@@ -173,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar=("START", "END"), help="shrinkwrap blur, px [3 1]")
     _common(p)
     p.set_defaults(handler=_cmd_phase)
+    _stage3_parsers(sub)
     return parser
 
 
@@ -365,12 +378,114 @@ def _cmd_phase(args) -> int:
     return 0
 
 
+def _stage3_parsers(sub) -> None:
+    p = sub.add_parser("gather", help="stage 3: average the best members, PRTF, R-factor, SSIM")
+    p.add_argument("run", help="run store with a finished phasing/ group (RUN.zarr)")
+    p.add_argument("--fraction", type=float, default=0.2,
+                   help="share of members averaged, the best by final error [0.2]")
+    p.add_argument("--model", help="model image for SSIM (.npy/.npz/.tif/.h5/.zarr) "
+                                   "[the store's truth/object when present]")
+    p.add_argument("--model-key", help="array name inside the model file")
+    p.add_argument("--upsample", type=int, default=20,
+                   help="alignment precision, 1/N pixel [20]")
+    _common(p)
+    p.set_defaults(handler=_cmd_gather)
+
+    p = sub.add_parser("fit", help="fit a particle model to the ensemble amplitude")
+    models = p.add_subparsers(dest="model", required=True, metavar="MODEL")
+    f = models.add_parser("core-shell", help="core-shell sphere over a grid of diameters")
+    f.add_argument("run", help="run store with a finished ensemble/ group (RUN.zarr)")
+    f.add_argument("--inner", default="16:21:0.5",
+                   help="core diameters START:STOP:STEP (stop included), V or V1,V2 "
+                        "[16:21:0.5]")
+    f.add_argument("--outer", default="53:58:0.5", help="particle diameters [53:58:0.5]")
+    f.add_argument("--pixels", action="store_true",
+                   help="diameters in real-space pixels instead of nm")
+    f.add_argument("--core-density", type=float, default=3.0, help="[3.0]")
+    f.add_argument("--shell-density", type=float, default=1.0, help="[1.0]")
+    f.add_argument("--speckle-diameter", type=float, default=None,
+                   help="central disk left out, binned px [ensemble/'s speckle_diameter]")
+    _common(f)
+    f.set_defaults(handler=_cmd_fit)
+
+    p = sub.add_parser("report", help="PNG figures and a Markdown summary of a run store")
+    p.add_argument("run", help="run store (RUN.zarr)")
+    p.add_argument("--out", default=None, help="folder for the report [RUN-report next to RUN]")
+    p.set_defaults(handler=_cmd_report)
+
+
+def _cmd_gather(args) -> int:
+    from lensfree.launch.stage_gather import GatherParams, run_gather
+
+    try:
+        params = GatherParams(fraction=args.fraction, upsample=args.upsample)
+    except ValueError as exc:
+        raise LensfreeError(f"gather {args.run}: {exc}") from None
+    model = None
+    if args.model:
+        from lensfree.io.images import load_image
+
+        model = load_image(args.model, args.model_key)
+    with _backend(args) as backend:
+        _announce(backend)
+        t0 = time.perf_counter()
+        a = run_gather(backend, args.run, params, model=model, model_source=args.model)
+        if backend.is_root:
+            res = f"{a['resolution_px']:.2f} px"
+            if a.get("resolution_m"):
+                res += f" ({a['resolution_m'] * 1e9:.2f} nm)"
+            if not a["resolution_reached"]:
+                res += ", PRTF never below 1/e: limited by the data edge"
+            print(f"{args.run}: gather/ written in {time.perf_counter() - t0:.1f} s; best "
+                  f"{a['n_selected']} of {a['n_members']} members averaged")
+            print(f"  resolution {res}; R-factor {a['r_factor']:.4f}"
+                  + (f"; SSIM {a['ssim']:.4f}" if a.get("ssim") is not None else ""))
+    return 0
+
+
+def _cmd_fit(args) -> int:
+    from lensfree.launch.stage_fit import FitParams, parse_grid, run_fit
+
+    try:
+        params = FitParams(inner=parse_grid(args.inner, "--inner"),
+                           outer=parse_grid(args.outer, "--outer"),
+                           unit="px" if args.pixels else "nm", core_density=args.core_density,
+                           shell_density=args.shell_density,
+                           speckle_diameter=args.speckle_diameter)
+    except ValueError as exc:
+        raise LensfreeError(f"fit core-shell: {exc}") from None
+    with _backend(args) as backend:
+        _announce(backend)
+        t0 = time.perf_counter()
+        a = run_fit(backend, args.run, params)
+        if backend.is_root:
+            print(f"{args.run}: fit/ written in {time.perf_counter() - t0:.1f} s; "
+                  f"{len(params.inner)} x {len(params.outer)} grid points")
+            print(f"  best inner {a['best_inner']:g} {a['unit']}, outer {a['best_outer']:g} "
+                  f"{a['unit']}: erf {a['best_erf']:.2f}%")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from lensfree.io.report import write_report
+
+    out = args.out or os.path.splitext(os.path.normpath(args.run))[0] + "-report"
+    paths = write_report(args.run, out)
+    print(f"{args.run}: report in {out}: {', '.join(os.path.basename(p) for p in paths)}")
+    return 0
+
+
 def _cmd_run(args) -> int:
     from lensfree.io import runstore
     from lensfree.launch import config
 
     overrides = {k: getattr(args, k) for k in config.EXECUTION}
-    planned = config.plan(args.config, config.load(args.config), build_parser(), overrides,
+    variables = dict(v.split("=", 1) for v in args.var if "=" in v)
+    bad = [v for v in args.var if "=" not in v]
+    if bad:
+        raise LensfreeError(f"--var {bad[0]}: expected NAME=VALUE")
+    doc = config.substitute(config.load(args.config), variables, args.config)
+    planned = config.plan(args.config, doc, build_parser(), overrides,
                           {"sum": sum_params, "phase": phase_params})
     resolved = config.effective(planned)
     for name, stage_args in planned:  # every run store keeps the config that made it
@@ -386,6 +501,25 @@ def _cmd_run(args) -> int:
         if code:
             return code
     return 0
+
+
+def _cmd_batch(args) -> int:
+    from lensfree.launch.batch import read_manifest, run_batch
+
+    datasets = read_manifest(args.manifest, args.config)
+    overrides = ["--quiet"]
+    for flag in ("backend", "workers", "scheduler"):
+        if getattr(args, flag) is not None:
+            overrides += [f"--{flag}", str(getattr(args, flag))]
+    results = run_batch(datasets, overrides, jobs=args.jobs,
+                        report=lambda line: print(line, flush=True))
+    width = max(len(ds.name) for ds, _, _ in results)
+    print(f"\n{'dataset':{width}s}  status   reason")
+    for ds, status, reason in results:
+        print(f"{ds.name:{width}s}  {status:7s}  {reason}")
+    counts = {s: sum(r[1] == s for r in results) for s in ("done", "skipped", "failed")}
+    print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
+    return 1 if counts["failed"] else 0
 
 
 def _cmd_demo(args) -> int:

@@ -2,11 +2,13 @@
 
 Each table names a command and holds its options, spelled as on the command line with
 underscores (``background_fraction = 0.02`` for ``--background-fraction 0.02``);
-positional arguments by their name (``frames``, ``run``). ``[execution]`` holds what every
-stage shares (``backend``, ``workers``, ``scheduler``, ``dashboard_address``, ``seed``,
-``quiet``). Stages run in the order of their tables; a stage that reads a run store and
-does not name one takes the previous stage's. The whole file is checked before any work
-starts, and every problem is reported at once, each naming its table and key.
+positional arguments by their name (``frames``, ``run``). Strings may hold ``{NAME}``
+placeholders, filled from ``--var NAME=VALUE`` (batch manifests use this).
+``[execution]`` holds what every stage shares (``backend``, ``workers``, ``scheduler``,
+``dashboard_address``, ``seed``, ``quiet``). Stages run in the order of their tables; a
+stage that reads a run store and does not name one takes the previous stage's. The whole
+file is checked before any work starts, and every problem is reported at once, each
+naming its table and key.
 """
 
 from __future__ import annotations
@@ -31,6 +33,21 @@ def load(path: str) -> dict:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise LensfreeError(f"{path}: not valid TOML ({exc})") from None
+
+
+def substitute(doc, variables: dict, path: str = "config"):
+    """``doc`` with ``{name}`` placeholders in its strings filled from ``variables``."""
+    if isinstance(doc, str):
+        try:
+            return doc.format(**variables)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise LensfreeError(f"{path}: placeholder {exc} in {doc!r} has no value "
+                                "(give it with --var NAME=VALUE)") from None
+    if isinstance(doc, dict):
+        return {k: substitute(v, variables, path) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [substitute(v, variables, path) for v in doc]
+    return doc
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict:
