@@ -528,13 +528,60 @@ def _cmd_demo(args) -> int:
     return run_demo(args, _backend, _announce)
 
 
+class StoreLog(logging.Handler):
+    """Appends log records to ``RUN.zarr/lensfree.log`` once the run store exists.
+
+    Records from before the store is created wait in memory, so a command that fails on
+    bad input never creates a store just to log into it.
+    """
+
+    def __init__(self, run_path: str):
+        super().__init__(logging.INFO)
+        self.path = os.path.join(run_path, "lensfree.log")
+        self.pending: list[str] = []
+        self.setFormatter(logging.Formatter(
+            "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record):
+        self.pending.append(self.format(record))
+        if os.path.isdir(os.path.dirname(self.path)):
+            with open(self.path, "a") as f:
+                f.write("\n".join(self.pending) + "\n")
+            self.pending.clear()
+
+
+def _run_store_of(args) -> str | None:
+    if args.command in ("sum", "ptycho"):
+        return args.out
+    return getattr(args, "run", None)
+
+
+def _is_worker_rank(args) -> bool:
+    if getattr(args, "backend", None) != "mpi":
+        return False
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank() != 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="lensfree: %(levelname)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # the terminal gets warnings and errors only
+        handler.setLevel(logging.WARNING)
     mpi = getattr(args, "backend", None) == "mpi"
+    store_log = None
+    run_path = _run_store_of(args)
+    if run_path and not _is_worker_rank(args):
+        store_log = StoreLog(run_path)
+        log.addHandler(store_log)
+        log.setLevel(logging.INFO)
+        log.info("lensfree %s", " ".join(sys.argv[1:] if argv is None else argv))
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        log.info("finished with exit code %d", code)
+        return code
     except (LensfreeError, FileNotFoundError) as exc:
         code = 2
         message = str(exc)
@@ -543,6 +590,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         code = 1
         message = f"{exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)"
+    finally:
+        log.removeHandler(store_log)
+    if store_log is not None:
+        store_log.emit(logging.makeLogRecord(
+            {"msg": message, "levelname": "ERROR", "levelno": logging.ERROR, "name": "lensfree"}))
+    return _fail(message, code, mpi)
+
+
+def _fail(message: str, code: int, mpi: bool) -> int:
     prefix = "lensfree: error: "
     if mpi:
         from mpi4py import MPI

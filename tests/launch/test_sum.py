@@ -26,6 +26,11 @@ def local_run(ensemble_store, tmp_path_factory):
     return _run_sum(ensemble_store, out)
 
 
+def test_run_store_keeps_a_log(local_run):
+    logged = open(os.path.join(local_run.store.root, "lensfree.log")).read()
+    assert "lensfree sum" in logged and "finished with exit code 0" in logged
+
+
 def test_screens_match_planted_frames(local_run, ensemble_store):
     truth = zarr.open_group(ensemble_store, mode="r").attrs["truth"]
     status = local_run["frame_status"][...]
@@ -140,3 +145,5 @@ def test_failed_stage_never_looks_complete(capsys, tmp_path, ensemble_store):
                                    "--chi2-max", "1e-9"])
     assert code != 0 and "no frame was accepted" in err
     assert zarr.open_group(out, mode="r")["ensemble"].attrs["complete"] is False
+    logged = open(os.path.join(out, "lensfree.log")).read()  # the run store keeps a log
+    assert "lensfree sum" in logged and "ERROR" in logged and "no frame was accepted" in logged
