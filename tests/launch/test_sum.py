@@ -147,3 +147,28 @@ def test_failed_stage_never_looks_complete(capsys, tmp_path, ensemble_store):
     assert zarr.open_group(out, mode="r")["ensemble"].attrs["complete"] is False
     logged = open(os.path.join(out, "lensfree.log")).read()  # the run store keeps a log
     assert "lensfree sum" in logged and "ERROR" in logged and "no frame was accepted" in logged
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_mid_sum_then_rerun_equals_uninterrupted(local_run, ensemble_store, tmp_path):
+    import signal
+    import time
+
+    out = str(tmp_path / "killed.zarr")
+    proc = subprocess.Popen([*lensfree_exe(), "sum", ensemble_store, "--out", out, "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if os.path.exists(os.path.join(out, "ensemble", "zarr.json")):
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.005)
+    proc.wait()
+    if not killed:
+        pytest.fail("the sum finished before it could be killed")
+    assert zarr.open_group(out, mode="r")["ensemble"].attrs["complete"] is False
+    run = _run_sum(ensemble_store, out)
+    np.testing.assert_array_equal(run["sum"][...], local_run["sum"][...])
+    np.testing.assert_array_equal(run["frame_status"][...], local_run["frame_status"][...])
