@@ -93,16 +93,19 @@ class DaskBackend(Backend):
     name = "dask"
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None,
-                 dashboard_address: str = ":8787", **kw):
+                 dashboard_address: str = ":8787", shutdown: bool = False, **kw):
         super().__init__(**kw)
         from distributed import Client, LocalCluster
 
         self.cluster = None
+        self.shutdown = shutdown
         if scheduler:
             try:
                 self.client = Client(scheduler, timeout="20s")
             except OSError as exc:
                 raise LensfreeError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+            if workers:
+                self.client.wait_for_workers(workers, timeout=120)
         else:
             self.cluster = LocalCluster(
                 n_workers=workers or os.cpu_count(),
@@ -138,9 +141,48 @@ class DaskBackend(Backend):
         return results
 
     def close(self):
-        self.client.close()
+        if self.shutdown:  # a cluster booted for this run alone (inside an MPI job)
+            self.client.shutdown()
+        else:
+            self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+#: environment variables in which MPI launchers give the job's size
+_MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
+
+
+def mpi_world_size() -> int:
+    """Ranks in the MPI job this process was launched in (1 outside ``mpirun``)."""
+    for var in _MPI_SIZE_VARS:
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 1
+
+
+def boot_dask_in_mpi(dashboard_address: str = ":8787") -> str | None:
+    """A Dask cluster inside an MPI allocation (dask-mpi): rank 0 runs the scheduler, ranks
+    2 and up run workers (each under a nanny, so a dying worker is restarted), rank 1
+    goes on as the client. Returns the scheduler address on rank 1; the other ranks
+    return None once the client has shut the cluster down.
+    """
+    size = mpi_world_size()
+    if size < 3:
+        raise LensfreeError(f"--backend dask under mpirun needs at least 3 ranks (scheduler, "
+                            f"client, a worker), got {size}; or use --backend mpi")
+    # cluster start-up and shut-down chatter (and its closed-comm tracebacks) at INFO on
+    # every rank and nanny-spawned worker: keep it off the job's output unless asked
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    try:
+        import dask
+        import dask_mpi
+    except ImportError:
+        raise LensfreeError("--backend dask under mpirun needs dask-mpi: "
+                            "pip install 'lensfree[mpi]'") from None
+    is_client = dask_mpi.initialize(exit=False, worker_class="distributed.Nanny", nthreads=1,
+                                    dashboard_address=dashboard_address)
+    return dask.config.get("scheduler_address") if is_client else None
 
 
 class MPIBackend(Backend):
@@ -182,7 +224,8 @@ class MPIBackend(Backend):
 
 
 def make_backend(name: str, *, workers: int | None = None, scheduler: str | None = None,
-                 progress: bool = True, dashboard_address: str = ":8787") -> Backend:
+                 progress: bool = True, dashboard_address: str = ":8787",
+                 shutdown: bool = False) -> Backend:
     """The back end ``name`` (one of `BACKENDS`)."""
     if workers is not None and workers < 1:
         raise LensfreeError(f"--workers {workers}: must be at least 1")
@@ -190,7 +233,7 @@ def make_backend(name: str, *, workers: int | None = None, scheduler: str | None
         return LocalBackend(workers or 1, progress=progress)
     if name == "dask":
         return DaskBackend(workers, scheduler, dashboard_address=dashboard_address,
-                           progress=progress)
+                           shutdown=shutdown, progress=progress)
     if name == "mpi":
         return MPIBackend(progress=progress)
     raise LensfreeError(f"--backend {name}: unknown, choose one of {', '.join(BACKENDS)}")

@@ -9,7 +9,7 @@ import sys
 import time
 
 from lensfree.errors import LensfreeError
-from lensfree.launch.backends import BACKENDS, make_backend
+from lensfree.launch.backends import BACKENDS, boot_dask_in_mpi, make_backend, mpi_world_size
 
 log = logging.getLogger("lensfree")
 
@@ -201,8 +201,10 @@ def _backend(args):
 
         # cluster start and stop at INFO are noise on a user's terminal
         logging.getLogger("distributed").setLevel(logging.WARNING)
-    return make_backend(args.backend, workers=args.workers, scheduler=args.scheduler,
-                        progress=not args.quiet, dashboard_address=args.dashboard_address)
+    in_mpi = getattr(args, "dask_in_mpi", 0)
+    return make_backend(args.backend, workers=in_mpi or args.workers, scheduler=args.scheduler,
+                        progress=not args.quiet, dashboard_address=args.dashboard_address,
+                        shutdown=bool(in_mpi))
 
 
 def _announce(backend, out=sys.stdout) -> None:
@@ -571,6 +573,15 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:  # the terminal gets warnings and errors only
         handler.setLevel(logging.WARNING)
     mpi = getattr(args, "backend", None) == "mpi"
+    if getattr(args, "backend", None) == "dask" and mpi_world_size() > 1:
+        # mpirun -n N lensfree ... --backend dask: a Dask cluster inside the allocation
+        try:
+            address = boot_dask_in_mpi(args.dashboard_address)
+        except LensfreeError as exc:
+            return _fail(str(exc), 2, mpi=False)
+        if address is None:
+            return 0  # the scheduler's or a worker's rank: the cluster has finished
+        args.scheduler, args.dask_in_mpi = address, mpi_world_size() - 2
     store_log = None
     run_path = _run_store_of(args)
     if run_path and not _is_worker_rank(args):

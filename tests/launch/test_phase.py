@@ -174,3 +174,17 @@ def test_real_esrf_logo_phases_to_low_error(tmp_path):
     # the letters and dots: structure inside the support, not a flat fill
     inside = obj[support]
     assert inside.std() > 0.3 * inside.mean()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(mpiexec() is None, reason="no mpiexec (pip install 'lensfree[mpi]')")
+def test_dask_cluster_inside_mpiexec_agrees_with_local(object_run, local_phase, tmp_path):
+    """mpirun -n 4 lensfree ... --backend dask: scheduler, client and two workers."""
+    path = str(tmp_path / "run.zarr")
+    shutil.copytree(object_run, path)
+    cmd = [mpiexec(), "-n", "4", *lensfree_exe(), "phase", path, *PHASE, "--backend", "dask",
+           "--dashboard-address", ":0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "backend dask: 2 worker(s)" in proc.stdout
+    _assert_same_population(zarr.open_group(path, mode="r")["phasing"], local_phase["phasing"])
