@@ -62,6 +62,8 @@ def test_params_validate():
         PhasingParams(huang_mode=True)
     with pytest.raises(ValueError, match="beta"):
         PhasingParams(beta=0)
+    with pytest.raises(ValueError, match="error_every"):
+        PhasingParams(error_every=0)
 
 
 # ----------------------------------------------------------------------------- projections
@@ -194,6 +196,32 @@ def test_run_is_deterministic_and_does_not_touch_inputs(letter_data):
     assert np.array_equal(a[2].r_fourier, b[2].r_fourier)
     for before, now in zip(copies, (amplitude, valid, rho0, support)):
         assert np.array_equal(before, now)
+
+
+@pytest.mark.parametrize("schedule, positivity", [
+    ("HIO:30,ER:10;shrinkwrap=10", "none"),
+    ("(HIO:4,ER:1)*4,RAAR:12,ER:8;shrinkwrap=15", "real"),
+])
+def test_error_every_records_some_iterations_and_keeps_the_iterates(letter_data, schedule,
+                                                                     positivity):
+    _, amplitude, valid, support = letter_data
+    rho0 = ghio.member_start(amplitude, valid, support, 2)
+    params = PhasingParams(**{**_PARAMS.__dict__, "positivity": positivity})
+    every = phasing.run(amplitude, valid, rho0, support, schedule, params)
+    sparse = phasing.run(amplitude, valid, rho0, support, schedule,
+                         PhasingParams(**{**params.__dict__, "error_every": 7}))
+    # the same iterates and supports, bit for bit
+    assert every[0].tobytes() == sparse[0].tobytes()
+    assert np.array_equal(every[1], sparse[1])
+    assert sparse[2].final_r_fourier == every[2].final_r_fourier
+    # recorded: every 7th iteration and the last of every step; the rest NaN
+    lasts = np.cumsum([s.iterations for s in phasing.as_schedule(schedule)]) - 1
+    n = len(every[2].r_fourier)
+    expected = (np.arange(n) % 7 == 0) | np.isin(np.arange(n), lasts)
+    for name in ("r_fourier", "e_support"):
+        full, part = getattr(every[2], name), getattr(sparse[2], name)
+        assert np.array_equal(np.isfinite(part), expected), name
+        assert np.array_equal(part[expected], full[expected]), name
 
 
 def test_zero_start_does_not_produce_nan():
