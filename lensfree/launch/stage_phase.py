@@ -22,6 +22,7 @@ A rerun with the same parameters skips finished generations and finished members
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -31,6 +32,7 @@ from lensfree.engine import ghio, phasing
 from lensfree.errors import LensfreeError
 from lensfree.io import runstore
 from lensfree.launch.backends import Backend
+from lensfree.launch.timing import Clock
 
 log = logging.getLogger(__name__)
 
@@ -87,27 +89,34 @@ def _slot(group: zarr.Group, generation: int, n_generations: int):
     return group["population"], group["population_support"], (generation % 2,)
 
 
-def phase_member(task: tuple[int, int], shared: _Shared) -> float:
-    """Run member ``m`` of generation ``g``, store its object, return its final R_F."""
+def phase_member(task: tuple[int, int], shared: _Shared) -> tuple[float, dict]:
+    """Run member ``m`` of generation ``g`` and store its object.
+
+    Returns its final R_F and the seconds it spent reading, computing and writing.
+    """
     g, m = task
     p = shared.params
-    group = zarr.open_group(shared.run, mode="r+")["phasing"]
-    previous = None
-    if g > 0:
-        objs, _, prefix = _slot(group, g - 1, p.generations)
-        previous = objs[(*prefix, m)]
+    clock = Clock()
+    with clock("read"):
+        group = zarr.open_group(shared.run, mode="r+")["phasing"]
+        previous = None
+        if g > 0:
+            objs, _, prefix = _slot(group, g - 1, p.generations)
+            previous = objs[(*prefix, m)]
     # the bred start is aligned to the guide, so it starts from the guide's support
     support = shared.support if shared.guide is None else shared.guide_support
-    rho, support, errors = ghio.run_member(
-        shared.amplitude, shared.valid, support, p.schedule, p.phasing,
-        seed=ghio.member_seed(p.seed, g, m), previous=previous, guide=shared.guide)
-    objs, sups, prefix = _slot(group, g, p.generations)
-    objs[(*prefix, m)] = rho.astype(np.complex64)
-    sups[(*prefix, m)] = support
-    group["r_fourier"][g, m] = errors.r_fourier
-    group["e_support"][g, m] = errors.e_support
-    group["member_errors"][g, m] = errors.final_r_fourier  # completion marker, last
-    return float(errors.final_r_fourier)
+    with clock("compute"):
+        rho, support, errors = ghio.run_member(
+            shared.amplitude, shared.valid, support, p.schedule, p.phasing,
+            seed=ghio.member_seed(p.seed, g, m), previous=previous, guide=shared.guide)
+    with clock("write"):
+        objs, sups, prefix = _slot(group, g, p.generations)
+        objs[(*prefix, m)] = rho.astype(np.complex64)
+        sups[(*prefix, m)] = support
+        group["r_fourier"][g, m] = errors.r_fourier
+        group["e_support"][g, m] = errors.e_support
+        group["member_errors"][g, m] = errors.final_r_fourier  # completion marker, last
+    return float(errors.final_r_fourier), clock.seconds
 
 
 def read_phasing_input(run_path: str, support_threshold: float):
@@ -159,7 +168,11 @@ def _create(run: zarr.Group, params: PhaseParams, shape, inputs: dict) -> zarr.G
 
 
 def run_phase(backend: Backend, run_path: str, params: PhaseParams) -> dict | None:
-    """Run (or resume) stage 2 on ``backend``; on the root return the ``phasing`` attrs."""
+    """Run (or resume) stage 2 on ``backend``; on the root return the ``phasing`` attrs.
+
+    The attr ``timing_s`` splits this run's time: ``read``, ``compute`` and ``write`` are
+    worker-seconds summed over its members, ``wall`` the whole stage.
+    """
     amplitude, valid, support = read_phasing_input(run_path, params.support_threshold)
     start = None
     if backend.is_root:
@@ -177,6 +190,7 @@ def run_phase(backend: Backend, run_path: str, params: PhaseParams) -> dict | No
             start = 0
         _warm_fft(amplitude.shape)
     start = backend.bcast(start)
+    clock, t_start = Clock(), time.perf_counter()
     group = zarr.open_group(run_path, mode="r+")["phasing"] if backend.is_root else None
     guide = guide_support = None
     for g in range(start, params.generations):
@@ -190,10 +204,12 @@ def run_phase(backend: Backend, run_path: str, params: PhaseParams) -> dict | No
         todo = backend.bcast(todo)
         guide, guide_support = backend.bcast((guide, guide_support))
         shared = _Shared(run_path, amplitude, valid, support, guide, guide_support, params)
-        backend.map(phase_member, todo, shared,
-                    names=[f"ghio-g{g:02d}-m{m:03d}" for _, m in todo],
-                    desc=f"generation {g + 1}/{params.generations}")
+        results = backend.map(phase_member, todo, shared,
+                              names=[f"ghio-g{g:02d}-m{m:03d}" for _, m in todo],
+                              desc=f"generation {g + 1}/{params.generations}")
         if backend.is_root:
+            for _, seconds in results:
+                clock.merge(seconds)
             errors = group["member_errors"][g, :]
             if not np.isfinite(errors).all():
                 raise RuntimeError(f"generation {g}: members without a stored result")
@@ -207,8 +223,10 @@ def run_phase(backend: Backend, run_path: str, params: PhaseParams) -> dict | No
         return {**group.attrs, "resumed_complete": True}
     final = errors[-1]
     order = np.argsort(final, kind="stable")
+    clock.merge({"wall": time.perf_counter() - t_start})
     runstore.finish_stage(group, best_member=int(order[0]), best_error=float(final[order[0]]),
-                          median_error=float(np.median(final)), n_members=params.population)
+                          median_error=float(np.median(final)), n_members=params.population,
+                          timing_s=clock.as_attrs())
     return dict(group.attrs)
 
 

@@ -9,6 +9,7 @@ order. The whole-pattern steps then run once on the root, which writes ``ensembl
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from lensfree.engine import ensemble
 from lensfree.io import frames as frame_io
 from lensfree.io import runstore
 from lensfree.launch.backends import Backend
+from lensfree.launch.timing import Clock
 from lensfree.partitioning import Shard, frame_shards
 
 log = logging.getLogger(__name__)
@@ -61,19 +63,22 @@ def screen_shard(shard: Shard, shared: _Shared):
     total, chi2 = np.full(n, np.nan), np.full(n, np.nan)
     invalid = np.zeros(n, dtype=bool)
     unreadable = []
+    clock = Clock()
     for start, stop in _chunks(shard, shared.chunk_frames):
         i, j = start - shard.start, stop - shard.start
         try:
-            block = frame_io.read_frames(shared.path, start, stop)
+            with clock("read"):
+                block = frame_io.read_frames(shared.path, start, stop)
         except Exception as exc:  # a damaged chunk must not stop the run
             log.error("%s: frames %d-%d unreadable (%s); marked invalid",
                       shared.path, start, stop - 1, exc)
             invalid[i:j] = True
             unreadable.append([start, stop, f"{exc.__class__.__name__}: {exc}"])
             continue
-        total[i:j], chi2[i:j], invalid[i:j] = ensemble.frame_stats(
-            block, shared.mask, shared.annulus)
-    return total, chi2, invalid, unreadable
+        with clock("compute"):
+            total[i:j], chi2[i:j], invalid[i:j] = ensemble.frame_stats(
+                block, shared.mask, shared.annulus)
+    return total, chi2, invalid, unreadable, clock.seconds
 
 
 def sum_shard(task, shared: _Shared):
@@ -81,20 +86,29 @@ def sum_shard(task, shared: _Shared):
     shard, status = task
     h, w = shared.mask.shape
     accepted, background = np.zeros((h, w)), np.zeros((h, w))
+    clock = Clock()
     for start, stop in _chunks(shard, shared.chunk_frames):
         part = status[start - shard.start : stop - shard.start]
         if not np.isin(part, (ensemble.ACCEPTED, ensemble.BACKGROUND)).any():
             continue
-        block = frame_io.read_frames(shared.path, start, stop)
-        acc, bg = ensemble.partial_sums(block, part)
-        accepted += acc
-        background += bg
-    return accepted, background
+        with clock("read"):
+            block = frame_io.read_frames(shared.path, start, stop)
+        with clock("compute"):
+            acc, bg = ensemble.partial_sums(block, part)
+            accepted += acc
+            background += bg
+    return accepted, background, clock.seconds
 
 
 def run_sum(backend: Backend, store: frame_io.FrameStore, out: str,
             params: SumParams = SumParams()) -> dict | None:
-    """Run stage 1 on ``backend``; on the root write ``out/ensemble`` and return its attrs."""
+    """Run stage 1 on ``backend``; on the root write ``out/ensemble`` and return its attrs.
+
+    The attr ``timing_s`` splits the time: ``read`` and ``compute`` are worker-seconds
+    summed over all tasks of both passes, ``reduce`` (folding partial sums), ``pattern``
+    (centre to amplitude) and ``write`` are the root's, ``wall`` the whole stage.
+    """
+    t_start = time.perf_counter()
     mask = store.mask
     annulus = ensemble.edge_annulus(mask, params.screen.annulus_width)
     shared = _Shared(store.path, store.chunk_frames, mask, annulus)
@@ -115,6 +129,9 @@ def run_sum(backend: Backend, store: frame_io.FrameStore, out: str,
         chi2 = np.concatenate([s[1] for s in stats])
         invalid = np.concatenate([s[2] for s in stats])
         unreadable = [u for s in stats for u in s[3]]
+        clock = Clock()
+        for s in stats:
+            clock.merge(s[4])
         status, thresholds = ensemble.screen(total, chi2, invalid, params.screen)
         decided = status
     status = backend.bcast(decided)
@@ -126,9 +143,12 @@ def run_sum(backend: Backend, store: frame_io.FrameStore, out: str,
 
     accepted = np.zeros(store.frame_shape)
     background = np.zeros(store.frame_shape)
-    for acc, bg in partials:  # shard order: the same bits on every back end
-        accepted += acc
-        background += bg
+    with clock("reduce"):
+        for acc, bg, seconds in partials:  # shard order: the same bits on every back end
+            accepted += acc
+            background += bg
+            clock.merge(seconds)
+    t_finish = time.perf_counter()
     counts = {name: int((status == code).sum()) for code, name in ensemble.STATUS_NAMES.items()}
     if counts["accepted"] == 0:
         raise ValueError(f"{store.path}: no frame was accepted ({counts}); check thresholds")
@@ -145,7 +165,9 @@ def run_sum(backend: Backend, store: frame_io.FrameStore, out: str,
         speckle = ensemble.beamstop_diameter(mask) / b + 4
     valid_b &= ~ensemble.central_disk(valid_b.shape, speckle)
     amplitude = ensemble.to_amplitude(binned, valid_b)
+    clock.merge({"pattern": time.perf_counter() - t_finish})
 
+    t_write = time.perf_counter()
     w = runstore.write_array
     w(group, "sum", total_sum)
     w(group, "background", background)
@@ -174,6 +196,8 @@ def run_sum(backend: Backend, store: frame_io.FrameStore, out: str,
     if geometry.known:
         attrs["binned_pixel_size_m"] = geometry.pixel_size_m * b
         attrs["real_space_pixel_m"] = geometry.real_space_pixel(amplitude.shape[0], b)
+    clock.merge({"write": time.perf_counter() - t_write, "wall": time.perf_counter() - t_start})
+    attrs["timing_s"] = clock.as_attrs()
     runstore.finish_stage(group, **attrs)
     return attrs
 

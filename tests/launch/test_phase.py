@@ -52,6 +52,8 @@ def test_recovers_the_object(local_phase):
     err = _error_after_alignment(ph["objects"][best], local_phase["truth/object"][...])
     assert err <= 0.1, err
     assert ph["objects"].chunks == (1, 64, 64)
+    timing = ph.attrs["timing_s"]
+    assert 0 < timing["compute"] <= timing["wall"] and timing["write"] > 0
     r_f = ph["r_fourier"][0, best]
     assert r_f[-1] < r_f[0]
 

@@ -29,6 +29,10 @@ def local_run(ensemble_store, tmp_path_factory):
 def test_run_store_keeps_a_log(local_run):
     logged = open(os.path.join(local_run.store.root, "lensfree.log")).read()
     assert "lensfree sum" in logged and "finished with exit code 0" in logged
+    timing = local_run.attrs["timing_s"]
+    assert set(timing) == {"read", "compute", "reduce", "pattern", "write", "wall"}
+    assert timing["read"] > 0 and timing["compute"] > 0
+    assert timing["read"] + timing["compute"] + timing["write"] <= timing["wall"] * 1.05
 
 
 def test_screens_match_planted_frames(local_run, ensemble_store):
