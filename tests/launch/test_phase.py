@@ -83,12 +83,10 @@ def test_mpiexec_two_ranks_agree_with_local(object_run, local_phase, tmp_path):
     _assert_same_population(zarr.open_group(path, mode="r")["phasing"], local_phase["phasing"])
 
 
-@pytest.mark.timeout(240)
-def test_sigkill_then_rerun_equals_uninterrupted(object_run, local_phase, tmp_path):
-    path = str(tmp_path / "run.zarr")
-    shutil.copytree(object_run, path)
-    cmd = [*lensfree_exe(), "phase", path, *PHASE]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _kill_mid_generation_1(cmd, path):
+    """Start ``cmd``, SIGKILL its whole process group once generation 1 is under way."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     deadline = time.monotonic() + 120
     killed_at = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -97,16 +95,36 @@ def test_sigkill_then_rerun_equals_uninterrupted(object_run, local_phase, tmp_pa
         except Exception:  # the group is being created
             done = np.zeros((3, 6), bool)
         if done[1].sum() >= 2:  # mid-way through generation 1
-            proc.send_signal(signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)  # every rank too, for an MPI job
             killed_at = done.copy()
             break
         time.sleep(0.02)
     proc.wait()
     if killed_at is None:
         pytest.fail("the run finished before it could be killed: make it longer")
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_then_rerun_equals_uninterrupted(object_run, local_phase, tmp_path):
+    path = str(tmp_path / "run.zarr")
+    shutil.copytree(object_run, path)
+    _kill_mid_generation_1([*lensfree_exe(), "phase", path, *PHASE], path)
     group = zarr.open_group(path, mode="r")["phasing"]
     assert group.attrs["complete"] is False
     assert main(["phase", path, *PHASE]) == 0
+    _assert_same_population(zarr.open_group(path, mode="r")["phasing"], local_phase["phasing"])
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(mpiexec() is None, reason="no mpiexec (pip install 'lensfree[mpi]')")
+def test_killed_mpi_job_then_rerun_equals_uninterrupted(object_run, local_phase, tmp_path):
+    path = str(tmp_path / "run.zarr")
+    shutil.copytree(object_run, path)
+    mpi = [mpiexec(), "-n", "2", *lensfree_exe(), "phase", path, *PHASE, "--backend", "mpi"]
+    _kill_mid_generation_1(mpi, path)
+    assert zarr.open_group(path, mode="r")["phasing"].attrs["complete"] is False
+    proc = subprocess.run(mpi, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr
     _assert_same_population(zarr.open_group(path, mode="r")["phasing"], local_phase["phasing"])
 
 
