@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,3 +180,28 @@ def create_frame_store(
         group.create_array("mask", data=np.asarray(mask, dtype=bool))
     group.attrs.update(attrs or {})
     return frames
+
+
+def partial_path(out: str) -> str:
+    """Where to build the store ``out``: ``out + ".partial"``, renamed by `publish`.
+
+    A store at ``out`` is then always whole: a run killed half-way leaves only the
+    partial, which the next run clears. Refuses to replace anything but a Zarr store.
+    """
+    out = os.fspath(out).rstrip("/")
+    if os.path.isfile(out):
+        raise LensfreeError(f"{out}: is a file; expected a store directory to write")
+    is_store = os.path.exists(os.path.join(out, "zarr.json"))
+    if os.path.isdir(out) and os.listdir(out) and not is_store:
+        raise LensfreeError(f"{out}: exists and is not a Zarr store; refusing to replace it")
+    partial = out + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)  # left by a run that was killed
+    return partial
+
+
+def publish(partial: str, out: str) -> None:
+    """Replace ``out`` by the finished ``partial`` store."""
+    out = os.fspath(out).rstrip("/")
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.replace(partial, out)

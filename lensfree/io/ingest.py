@@ -51,7 +51,14 @@ import scipy.constants
 
 import lensfree
 from lensfree.errors import LensfreeError
-from lensfree.io.frames import DEFAULT_CHUNK_FRAMES, GEOMETRY_KEYS, Geometry, create_frame_store
+from lensfree.io.frames import (
+    DEFAULT_CHUNK_FRAMES,
+    GEOMETRY_KEYS,
+    Geometry,
+    create_frame_store,
+    partial_path,
+    publish,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +121,7 @@ def ingest(input: str, out: str, *, dataset: str | None = None, mask_dataset: st
         if mask_dataset is not None:
             src.mask = _read_mask(f, input, mask_dataset, src.frame_shape)
         attrs, geometry_attrs = _store_attrs(src, input, geometry)
-        partial = _prepare_out(out)
+        partial = partial_path(out)
         try:
             frames = create_frame_store(partial, src.n_frames, src.frame_shape, src.dtype,
                                         chunk_frames=chunk_frames, mask=src.mask, attrs=attrs)
@@ -127,9 +134,7 @@ def ingest(input: str, out: str, *, dataset: str | None = None, mask_dataset: st
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(partial, out)
+    publish(partial, out)
     log.info("%s: %d frames from %s", out, src.n_frames, input)
     return {"n_frames": src.n_frames, "frame_shape": src.frame_shape, "dtype": str(src.dtype),
             "geometry": geometry_attrs, "has_mask": src.mask is not None,
@@ -370,17 +375,6 @@ def _store_attrs(src: _Source, path: str, given: Geometry | None) -> tuple[dict,
             "probe position on the sample, (y, x) = (row, col) directions of the frames, "
             "metres: minus the CXI sample translation projected on the detector axes")
     return attrs, known
-
-
-def _prepare_out(out: str) -> str:
-    if os.path.isfile(out):
-        raise LensfreeError(f"{out}: is a file; expected a frame store directory to write")
-    is_store = os.path.exists(os.path.join(out, "zarr.json"))
-    if os.path.isdir(out) and os.listdir(out) and not is_store:
-        raise LensfreeError(f"{out}: exists and is not a Zarr store; refusing to replace it")
-    partial = out + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)  # left by a run that was killed
-    return partial
 
 
 def _zarr_group(path: str):

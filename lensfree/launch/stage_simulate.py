@@ -25,10 +25,15 @@ def _simulate_shard(shard: Shard, shared) -> int:
 
 def simulate_ensemble(backend: Backend, params: simulate.EnsembleParams, out: str,
                       chunk_frames: int = frame_io.DEFAULT_CHUNK_FRAMES) -> dict | None:
-    """Write an ensemble frame store; the truth (planted kinds, centre) goes in its attrs."""
+    """Write an ensemble frame store; the truth (planted kinds, centre) goes in its attrs.
+
+    The store is built at ``out.partial`` and renamed to ``out`` when every frame is in,
+    so a killed simulation never leaves a store that looks whole.
+    """
     kinds = simulate.plant(params)
-    attrs = None
+    attrs = partial = None
     if backend.is_root:
+        partial = frame_io.partial_path(out)
         center = simulate.center(params)
         attrs = {
             "wavelength_m": params.wavelength_m,
@@ -43,12 +48,14 @@ def simulate_ensemble(backend: Backend, params: simulate.EnsembleParams, out: st
             },
         }
         frame_io.create_frame_store(
-            out, params.n_frames, params.shape, params.dtype, chunk_frames=chunk_frames,
+            partial, params.n_frames, params.shape, params.dtype, chunk_frames=chunk_frames,
             mask=simulate.detector_mask(params), attrs=attrs)
-    backend.bcast(None)  # the store exists before anyone writes into it
+    partial = backend.bcast(partial)  # the store exists before anyone writes into it
     shards = frame_shards(params.n_frames, min(chunk_frames, params.n_frames))
-    backend.map(_simulate_shard, shards, (out, params, kinds),
+    backend.map(_simulate_shard, shards, (partial, params, kinds),
                 names=[f"simulate-{s.name}" for s in shards], desc="simulate")
+    if backend.is_root:
+        frame_io.publish(partial, out)
     return attrs
 
 

@@ -38,3 +38,29 @@ def test_simulate_refuses_invalid_frames_in_unsigned_store(tmp_path, capsys):
     code = main(["simulate", "ensemble", "--out", str(tmp_path / "f.zarr"), "--dtype",
                  "uint16", "--invalid-fraction", "0.1", "--quiet"])
     assert code == 2 and "invalid" in capsys.readouterr().err
+
+
+def test_killed_simulation_leaves_no_store_that_looks_whole(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import lensfree_exe
+
+    out = tmp_path / "f.zarr"
+    cmd = [*lensfree_exe(), "simulate", "ensemble", "--out", str(out), "--frames", "3000",
+           "--size", "128", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (tmp_path / "f.zarr.partial" / "frames" / "c").exists():  # frames being written
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the simulation ended before it was killed"
+    assert not out.exists()
+    assert main(["simulate", "ensemble", "--out", str(out), "--frames", "100", "--size", "64",
+                 "--quiet"]) == 0
+    assert out.exists() and not (tmp_path / "f.zarr.partial").exists()
