@@ -101,7 +101,7 @@ class DaskBackend(Backend):
         self.shutdown = shutdown
         if scheduler:
             try:
-                self.client = Client(scheduler, timeout="20s")
+                self.client = Client(scheduler, timeout="10s")
             except OSError as exc:
                 raise LensfreeError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
             if workers:

@@ -108,3 +108,24 @@ def test_dashboard_status_page_answers_during_a_run(object_run, tmp_path):
     assert page is not None, "the dashboard never answered while the run was going"
     assert "bokeh" in page.lower() and "install" not in page.lower()  # the real dashboard
     assert f"127.0.0.1:{port}/status" in out  # the CLI printed the link
+
+
+def test_joins_an_existing_scheduler(object_run, tmp_path, capsys):
+    from distributed import LocalCluster
+
+    path = str(tmp_path / "run.zarr")
+    shutil.copytree(object_run, path)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster:
+        assert main(["phase", path, "--population", "4", "--generations", "1", "--schedule",
+                     "HIO:50,ER:10", "--backend", "dask", "--scheduler",
+                     cluster.scheduler_address, "--quiet"]) == 0
+        assert len(cluster.scheduler_info["workers"]) == 2  # the cluster outlives the run
+    assert zarr.open_group(path, mode="r")["phasing"].attrs["complete"] is True
+
+
+def test_unreachable_scheduler_is_a_one_line_error(object_run, capsys):
+    port = _free_port()
+    code = main(["phase", object_run, "--backend", "dask", "--scheduler",
+                 f"tcp://127.0.0.1:{port}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"127.0.0.1:{port}" in err and len(err.splitlines()) == 1
