@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="radius of the missing centre, px [3]")
     o.add_argument("--seed", type=int, default=0, help="noise seed [0]")
     o.set_defaults(handler=_cmd_simulate_object)
+    _simulate_ptycho_parser(kinds)
 
     p = sub.add_parser("ingest", help="convert a CXI/HDF5 file to a frame store, or one "
                                       "summed pattern (--pattern) to a run store")
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=_cmd_phase)
     _stage3_parsers(sub)
+    _ptycho_parser(sub)
     return parser
 
 
@@ -564,6 +566,103 @@ def _is_worker_rank(args) -> bool:
     from mpi4py import MPI
 
     return MPI.COMM_WORLD.Get_rank() != 0
+
+
+# ----------------------------------------------------------------------------- stage 4
+
+
+def _simulate_ptycho_parser(kinds) -> None:
+    t = kinds.add_parser("ptycho", help="a far-field ptychography scan with known truth")
+    t.add_argument("--out", required=True, help="frame store to write (X.zarr)")
+    t.add_argument("--positions", type=int, default=100, help="scan positions [100]")
+    t.add_argument("--size", type=int, default=64, help="frame size in pixels [64]")
+    t.add_argument("--scan", default="fermat", choices=("fermat", "raster"), help="[fermat]")
+    t.add_argument("--overlap", type=float, default=0.7, help="1 - step / probe diameter [0.7]")
+    t.add_argument("--probe", default="focused", choices=("focused", "pinhole"),
+                   help="[focused]")
+    t.add_argument("--probe-diameter", type=float, default=None, help="px [size / 4]")
+    t.add_argument("--probe-modes", type=int, default=1, help="incoherent modes [1]")
+    t.add_argument("--photons", type=float, default=1e6,
+                   help="mean counts per frame, Poisson; 0 for noise-free [1e6]")
+    t.add_argument("--position-error", type=float, default=0.0,
+                   help="RMS error of the recorded positions, px [0]")
+    t.add_argument("--drift", type=float, nargs=2, default=(0.0, 0.0), metavar=("DY", "DX"),
+                   help="linear drift of the recorded positions over the scan, px [0 0]")
+    t.add_argument("--subpixel", action="store_true",
+                   help="true positions off the pixel grid [rounded to whole pixels]")
+    t.add_argument("--seed", type=int, default=0, help="seed [0]")
+    t.set_defaults(handler=_cmd_simulate_ptycho)
+
+
+def _ptycho_parser(sub) -> None:
+    p = sub.add_parser("ptycho", help="stage 4: ptychography, positions refined in parallel")
+    p.add_argument("frames", help="frame store with positions (X.zarr)")
+    p.add_argument("--out", required=True, help="run store to write (RUN.zarr)")
+    p.add_argument("--engine", default="parallel", choices=("epie", "rpie", "parallel"),
+                   help="serial ePIE/rPIE, or blocks reduced every iteration [parallel]")
+    p.add_argument("--iterations", type=int, default=100, help="[100]")
+    p.add_argument("--probe-modes", type=int, default=1, help="incoherent probe modes [1]")
+    p.add_argument("--alpha", type=float, default=None, help="object step [ePIE 1, rPIE 0.1]")
+    p.add_argument("--beta", type=float, default=1.0, help="ePIE/rPIE probe step [1]")
+    p.add_argument("--probe-start", type=int, default=2,
+                   help="first iteration updating the probe [2]")
+    p.add_argument("--refine-positions", action="store_true", help="refine every position")
+    p.add_argument("--refine-start", type=int, default=10, help="from this iteration [10]")
+    p.add_argument("--refine-every", type=int, default=1, help="every k iterations [1]")
+    p.add_argument("--max-step", type=float, default=0.5, help="px per update and axis [0.5]")
+    p.add_argument("--blocks", type=int, default=None,
+                   help="position blocks of the parallel engine [N / 64]")
+    p.add_argument("--checkpoint-every", type=int, default=10, help="iterations [10]")
+    _common(p)
+    p.set_defaults(handler=_cmd_ptycho)
+
+
+def _cmd_simulate_ptycho(args) -> int:
+    from lensfree.engine.simulate_ptycho import PtychoSimParams
+    from lensfree.launch.stage_ptycho import simulate_ptycho
+
+    try:
+        params = PtychoSimParams(
+            n_positions=args.positions, frame_size=args.size, scan=args.scan,
+            overlap=args.overlap, probe=args.probe, probe_diameter=args.probe_diameter,
+            probe_modes=args.probe_modes, photons=args.photons or None,
+            position_error=args.position_error, drift=tuple(args.drift),
+            subpixel=args.subpixel, seed=args.seed)
+        info = simulate_ptycho(args.out, params)
+    except ValueError as exc:
+        raise LensfreeError(f"simulate ptycho: {exc}") from None
+    oy, ox = info["object_shape"]
+    print(f"{args.out}: {args.positions} frames of {args.size}x{args.size} ({args.scan} scan), "
+          f"object {oy}x{ox}; recorded positions off by {info['position_error']:.2f} px RMS")
+    return 0
+
+
+def _cmd_ptycho(args) -> int:
+    from lensfree.engine.ptycho import PtychoParams
+    from lensfree.launch.stage_ptycho import PtychoStageParams, run_ptycho
+
+    try:
+        params = PtychoStageParams(
+            engine=PtychoParams(
+                engine=args.engine, iterations=args.iterations, probe_modes=args.probe_modes,
+                alpha=args.alpha, beta=args.beta, probe_start=args.probe_start,
+                refine_positions=args.refine_positions, refine_start=args.refine_start,
+                refine_every=args.refine_every, max_step=args.max_step, seed=args.seed),
+            blocks=args.blocks, checkpoint_every=args.checkpoint_every)
+    except ValueError as exc:
+        raise LensfreeError(f"ptycho: {exc}") from None
+    with _backend(args) as backend:
+        _announce(backend)
+        t0 = time.perf_counter()
+        attrs = run_ptycho(backend, args.frames, args.out, params)
+        if backend.is_root:
+            verb = ("already complete, nothing recomputed" if attrs.get("resumed_complete")
+                    else "written")
+            print(f"{args.out}: ptycho/ {verb} in {time.perf_counter() - t0:.1f} s; "
+                  f"{args.engine}, {args.iterations} iterations, {attrs['n_blocks']} blocks")
+            print(f"  Fourier error {attrs['final_error']:.4g}; positions moved "
+                  f"{attrs['position_shift_rms_px']:.2f} px RMS")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,3 +54,34 @@ def assign(n_tasks: int, n_workers: int, worker: int) -> range:
     base, extra = divmod(n_tasks, n_workers)
     start = worker * base + min(worker, extra)
     return range(start, start + base + (worker < extra))
+
+
+def position_blocks(positions, n_blocks: int) -> list:
+    """Split scan positions into ``n_blocks`` spatially compact blocks of near-equal size.
+
+    Recursive bisection: the positions are halved (in proportion to the blocks each half
+    gets) across the longer side of their bounding box, until every part is one block.
+    Each block (an int array of position indices, ascending) covers a small patch of the
+    object, so its partial sums span a small bounding box. Depends on the positions and
+    ``n_blocks`` only (ties broken by index), never on the number of workers.
+    """
+    import numpy as np
+
+    positions = np.asarray(positions, dtype=np.float64)
+    n = len(positions)
+    if positions.ndim != 2 or positions.shape[1] != 2:
+        raise ValueError(f"positions must be (N, 2), got {positions.shape}")
+    if not 1 <= n_blocks <= max(n, 1):
+        raise ValueError(f"n_blocks={n_blocks} must lie in 1..{n} (the number of positions)")
+
+    def split(idx, k):
+        if k == 1:
+            return [np.sort(idx)]
+        pts = positions[idx]
+        axis = int(np.argmax(np.ptp(pts, axis=0)))
+        order = idx[np.lexsort((idx, pts[:, axis]))]
+        k_left = k // 2
+        cut = int(round(len(idx) * k_left / k))
+        return split(order[:cut], k_left) + split(order[cut:], k - k_left)
+
+    return split(np.arange(n), n_blocks)

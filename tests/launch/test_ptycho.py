@@ -1,0 +1,192 @@
+"""Stage 4 through the CLI: recovery, refinement, back-end agreement, resume, bad input."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from lensfree.engine import ptycho as pt
+from lensfree.launch.cli import main
+from tests.conftest import SHARED_DATA, lensfree_exe, mpiexec
+
+RUN = ["--iterations", "60", "--refine-positions", "--refine-start", "10", "--seed", "1",
+       "--blocks", "3", "--quiet"]
+
+
+def _scores(frames_path: str, run_path: str):
+    """(object error, RMS position error before, after) of a finished run."""
+    src = zarr.open_group(frames_path, mode="r")
+    g = zarr.open_group(run_path, mode="r")["ptycho"]
+    obj, probe = g["object"][...], g["probe"][...]
+    origin = np.asarray(g.attrs["object_origin"])
+    truth = pt.in_frame(src["truth/object"][...], origin, obj.shape)
+    crops, _ = pt.corners(g["positions"][...], origin, obj.shape, probe.shape[-2:])
+    lit = pt.illumination(crops, probe, obj.shape)
+    true_pos = src["truth/positions"][...]
+    return (pt.object_error(obj, truth, lit > 0.1 * lit.max()),
+            pt.position_error(g["positions_initial"][...], true_pos),
+            pt.position_error(g["positions"][...], true_pos))
+
+
+@pytest.fixture(scope="module")
+def exact_scan(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("exact") / "scan.zarr")
+    assert main(["simulate", "ptycho", "--out", path, "--positions", "100", "--size", "64",
+                 "--photons", "1e7", "--seed", "1"]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def jittered_scan(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("jitter") / "scan.zarr")
+    assert main(["simulate", "ptycho", "--out", path, "--positions", "100", "--size", "64",
+                 "--photons", "1e7", "--position-error", "2", "--seed", "1"]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_run(jittered_scan, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("local") / "run.zarr")
+    assert main(["ptycho", jittered_scan, "--out", path, *RUN]) == 0
+    return path
+
+
+@pytest.mark.parametrize("engine,iterations", [("parallel", 100), ("epie", 40), ("rpie", 40)])
+def test_exact_positions_recover_the_object(exact_scan, tmp_path, engine, iterations):
+    run = str(tmp_path / "run.zarr")
+    assert main(["ptycho", exact_scan, "--out", run, "--engine", engine, "--iterations",
+                 str(iterations), "--quiet"]) == 0
+    g = zarr.open_group(run, mode="r")["ptycho"]
+    assert g.attrs["complete"] is True
+    errors = g["errors"][...]
+    assert np.isfinite(errors).all() and errors[-1] < 0.1 * errors[0]
+    err, before, after = _scores(exact_scan, run)
+    assert err <= 0.05, err
+    assert before == after == 0.0
+
+
+def test_refinement_cuts_position_errors(jittered_scan, local_run, tmp_path):
+    err, before, after = _scores(jittered_scan, local_run)
+    assert before > 1.5
+    assert after <= 0.4 * before, (before, after)
+    fixed = str(tmp_path / "fixed.zarr")
+    assert main(["ptycho", jittered_scan, "--out", fixed, *RUN[:2], "--quiet"]) == 0
+    err_fixed, _, _ = _scores(jittered_scan, fixed)
+    assert err < err_fixed, (err, err_fixed)
+    g = zarr.open_group(local_run, mode="r")["ptycho"]
+    assert g["probe"].shape == (1, 64, 64) and g["positions"].shape == (100, 2)
+    assert g.attrs["positions_unit"] == "px"
+
+
+def _assert_same(a: str, b: str) -> None:
+    ga, gb = (zarr.open_group(p, mode="r")["ptycho"] for p in (a, b))
+    for name in ("object", "probe", "positions", "errors"):
+        x, y = ga[name][...], gb[name][...]
+        assert np.linalg.norm(x - y) <= 1e-5 * np.linalg.norm(x), name
+
+
+def test_dask_two_workers_agree_with_local(jittered_scan, local_run, tmp_path):
+    run = str(tmp_path / "run.zarr")
+    assert main(["ptycho", jittered_scan, "--out", run, *RUN, "--backend", "dask",
+                 "--workers", "2", "--dashboard-address", ":0"]) == 0
+    _assert_same(run, local_run)
+
+
+def test_local_threads_agree_with_one(jittered_scan, local_run, tmp_path):
+    run = str(tmp_path / "run.zarr")
+    assert main(["ptycho", jittered_scan, "--out", run, *RUN, "--workers", "2"]) == 0
+    _assert_same(run, local_run)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(mpiexec() is None, reason="no mpiexec (pip install 'lensfree[mpi]')")
+def test_mpiexec_two_ranks_agree_with_local(jittered_scan, local_run, tmp_path):
+    run = str(tmp_path / "run.zarr")
+    cmd = [mpiexec(), "-n", "2", *lensfree_exe(), "ptycho", jittered_scan, "--out", run, *RUN,
+           "--backend", "mpi"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr
+    _assert_same(run, local_run)
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_then_rerun_equals_uninterrupted(jittered_scan, local_run, tmp_path):
+    run = str(tmp_path / "run.zarr")
+    args = ["ptycho", jittered_scan, "--out", run, *RUN, "--checkpoint-every", "5"]
+    proc = subprocess.Popen([*lensfree_exe(), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    killed = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            done = zarr.open_group(run, mode="r")["ptycho"].attrs.get("iterations_done", 0)
+        except Exception:  # the group is being created
+            done = 0
+        if done >= 20:
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.02)
+    proc.wait()
+    if not killed:
+        pytest.fail("the run finished before it could be killed: make it longer")
+    g = zarr.open_group(run, mode="r")["ptycho"]
+    assert g.attrs["complete"] is False and 20 <= g.attrs["iterations_done"] < 60
+    assert main(args) == 0
+    _assert_same(run, local_run)
+
+
+def _broken(src: str, dst: str, edit) -> str:
+    shutil.copytree(src, dst)
+    edit(zarr.open_group(dst, mode="r+"))
+    return dst
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda g: g.create_array("positions", data=np.zeros((99, 2)), overwrite=True),
+     "99 positions for 100 frames"),
+    (lambda g: g.create_array("positions", data=np.full((100, 2), np.nan), overwrite=True),
+     "NaN"),
+    (lambda g: g.create_array("probe", data=np.ones((1, 32, 32), np.complex64),
+                              overwrite=True), "probe has shape (1, 32, 32)"),
+    (lambda g: g.create_array("positions", data=np.arange(200.0).reshape(100, 2) * 1e6,
+                              overwrite=True), "sensible object frame"),
+    (lambda g: g.attrs.update({"positions_unit": "m"}), "metres"),
+])
+def test_bad_input_is_a_one_line_error(exact_scan, tmp_path, capsys, edit, needle):
+    store = _broken(exact_scan, str(tmp_path / "bad.zarr"), edit)
+    code = main(["ptycho", store, "--out", str(tmp_path / "run.zarr"), "--iterations", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and needle in err and len(err.splitlines()) == 1, err
+
+
+def test_bad_parameters_are_one_line_errors(exact_scan, tmp_path, capsys):
+    code = main(["ptycho", exact_scan, "--out", str(tmp_path / "r.zarr"), "--iterations", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "iterations" in err and len(err.splitlines()) == 1
+
+
+TIKE = SHARED_DATA / "tike_siemens_star_ptycho" / "siemens-star-small.npz.bz2"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_real_siemens_star_reconstructs(tmp_path):
+    if not TIKE.exists():
+        pytest.skip(f"{TIKE} not present")
+    from lensfree.launch.stage_ptycho import load_npz_scan
+
+    frames = str(tmp_path / "star.zarr")
+    load_npz_scan(str(TIKE), frames, fft_shifted=True)
+    run = str(tmp_path / "run.zarr")
+    assert main(["ptycho", frames, "--out", run, "--iterations", "100", "--probe-modes", "2",
+                 "--refine-positions", "--refine-start", "30", "--quiet"]) == 0
+    g = zarr.open_group(run, mode="r")["ptycho"]
+    errors = g["errors"][...]
+    assert errors[-1] < 0.5 * errors[0]
