@@ -392,6 +392,8 @@ def _stage3_parsers(sub) -> None:
     p.add_argument("--model-key", help="array name inside the model file")
     p.add_argument("--upsample", type=int, default=20,
                    help="alignment precision, 1/N pixel [20]")
+    p.add_argument("--members-per-task", type=int, default=8,
+                   help="members one task aligns and sums [8]")
     _common(p)
     p.set_defaults(handler=_cmd_gather)
 
@@ -409,6 +411,9 @@ def _stage3_parsers(sub) -> None:
     f.add_argument("--shell-density", type=float, default=1.0, help="[1.0]")
     f.add_argument("--speckle-diameter", type=float, default=None,
                    help="central disk left out, binned px [ensemble/'s speckle_diameter]")
+    f.add_argument("--no-offset", dest="offset", action="store_false",
+                   help="scale the form factor only (the paper's model), no constant "
+                        "amplitude offset for a residual background floor")
     _common(f)
     f.set_defaults(handler=_cmd_fit)
 
@@ -422,7 +427,8 @@ def _cmd_gather(args) -> int:
     from lensfree.launch.stage_gather import GatherParams, run_gather
 
     try:
-        params = GatherParams(fraction=args.fraction, upsample=args.upsample)
+        params = GatherParams(fraction=args.fraction, upsample=args.upsample,
+                              members_per_task=args.members_per_task)
     except ValueError as exc:
         raise LensfreeError(f"gather {args.run}: {exc}") from None
     model = None
@@ -455,7 +461,7 @@ def _cmd_fit(args) -> int:
                            outer=parse_grid(args.outer, "--outer"),
                            unit="px" if args.pixels else "nm", core_density=args.core_density,
                            shell_density=args.shell_density,
-                           speckle_diameter=args.speckle_diameter)
+                           speckle_diameter=args.speckle_diameter, offset=args.offset)
     except ValueError as exc:
         raise LensfreeError(f"fit core-shell: {exc}") from None
     with _backend(args) as backend:

@@ -1,0 +1,176 @@
+"""Model fit across workers: a core-shell sphere against the measured ensemble amplitude.
+
+Every (inner, outer) diameter pair of the grid is one task: the projected form factor of
+a core-shell sphere, scaled by least squares (plus a constant amplitude offset, unless
+``offset=False``) to ``ensemble/amplitude`` on the valid pixels outside the central
+speckle, scored by ``erf%`` (Chen et al. 2024, Fig. 3). The amplitude and the frequency
+grid travel once per worker as the shared value.
+
+Store layout (``fit/``): ``erf`` (n_inner, n_outer) float64 percent (NaN where
+inner >= outer), ``scale`` (n_inner, n_outer), ``inner`` and ``outer`` the grid axes,
+``offset`` (n_inner, n_outer) the fitted amplitude offsets (0 with ``offset=False``),
+``model`` (h, w) float32 the best fitted model amplitude, ``region`` (h, w) bool the
+pixels compared; attrs ``best_inner``, ``best_outer``, ``best_erf``, ``best_scale``,
+``unit`` ("nm" or "px"), the densities and the speckle diameter.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from lensfree.engine import ensemble, scoring
+from lensfree.errors import LensfreeError
+from lensfree.io import runstore
+from lensfree.launch.backends import Backend
+
+log = logging.getLogger(__name__)
+
+UNITS = {"nm": 1e-9, "px": 1.0}
+
+
+def parse_grid(text: str, option: str = "grid") -> tuple[float, ...]:
+    """``"16:21:0.5"`` (start:stop:step, stop included), ``"19"`` or ``"18,19,20"``."""
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            parts = [float(p) for p in text.split(":")]
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, step = parts
+            if not step > 0 or stop < start:
+                raise LensfreeError(f"{option} {text}: no grid points (need start <= stop "
+                                    "and a positive step)")
+            n = int(np.floor((stop - start) / step + 1e-9)) + 1
+            values = start + step * np.arange(n)
+        else:
+            values = np.array([float(p) for p in text.split(",") if p.strip()])
+    except ValueError:
+        raise LensfreeError(f"{option} {text}: expected START:STOP:STEP, a value or a "
+                            "comma-separated list") from None
+    if values.size == 0:
+        raise LensfreeError(f"{option} {text}: no grid points")
+    if not (np.isfinite(values).all() and (values > 0).all()):
+        raise LensfreeError(f"{option} {text}: diameters must be positive")
+    return tuple(float(round(v, 12)) for v in values)
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """Core-shell fit parameters.
+
+    inner, outer : grids of core and particle diameters, in ``unit``.
+    unit : "nm" (needs the geometry in ``ensemble/``) or "px" (real-space pixels).
+    core_density, shell_density : projected densities of core and shell (their ratio
+        shapes the pattern; the scale is fitted).
+    speckle_diameter : central disk left out, binned px; None takes ``ensemble/``'s
+        ``speckle_diameter`` attr (0 when absent).
+    offset : fit a constant amplitude offset with the scale (see
+        `scoring.fit_core_shell`); False is the paper's scale-only model.
+    """
+
+    inner: tuple[float, ...]
+    outer: tuple[float, ...]
+    unit: str = "nm"
+    core_density: float = 3.0
+    shell_density: float = 1.0
+    speckle_diameter: float | None = None
+    offset: bool = True
+
+    def __post_init__(self):
+        if self.unit not in UNITS:
+            raise ValueError(f"unit={self.unit!r}: use one of {', '.join(UNITS)}")
+        if not self.inner or not self.outer:
+            raise ValueError("the diameter grid has no points")
+        if not min(self.inner) < max(self.outer):
+            raise ValueError(f"no grid point has inner < outer (inner from {min(self.inner)}, "
+                             f"outer up to {max(self.outer)})")
+        if self.speckle_diameter is not None and self.speckle_diameter < 0:
+            raise ValueError(f"speckle_diameter={self.speckle_diameter} must be >= 0")
+
+
+def fit_point(task: tuple[int, int], shared) -> tuple[float, float, float]:
+    """``(erf%, scale, offset)`` of grid point ``(i, j)``."""
+    i, j = task
+    q, measured, region, params = shared
+    s = UNITS[params.unit]
+    return scoring.fit_core_shell(q, measured, region, params.inner[i] * s,
+                                  params.outer[j] * s, params.core_density,
+                                  params.shell_density, params.offset)
+
+
+def read_fit_input(run_path: str, params: FitParams):
+    """(q, amplitude, region, ensemble attrs, speckle diameter) of a finished ``ensemble/``."""
+    group = runstore.require_complete(run_path, "ensemble")
+    for name in ("amplitude", "valid"):
+        if name not in group:
+            raise LensfreeError(f"{run_path}: ensemble/ has no '{name}' array")
+    amplitude = np.asarray(group["amplitude"][...], np.float64)
+    valid = np.asarray(group["valid"][...], bool)
+    if amplitude.ndim != 2 or valid.shape != amplitude.shape:
+        raise LensfreeError(f"{run_path}: ensemble/amplitude {amplitude.shape} and valid "
+                            f"{valid.shape} do not match")
+    attrs = dict(group.attrs)
+    h, w = amplitude.shape
+    center = attrs.get("center_binned") or (h // 2, w // 2)
+    if params.unit == "nm":
+        geometry = [attrs.get(k) for k in ("binned_pixel_size_m", "wavelength_m", "distance_m")]
+        if any(v is None for v in geometry):
+            raise LensfreeError(f"{run_path}: ensemble/ has no geometry (binned_pixel_size_m, "
+                                "wavelength_m, distance_m); give the diameters in pixels "
+                                "with --pixels")
+        pixel, wavelength, distance = geometry
+        spacing = np.asarray(pixel, np.float64) / (wavelength * distance)  # cycles per metre
+    else:
+        spacing = (1.0 / h, 1.0 / w)  # cycles per real-space pixel
+    q = scoring.frequency_grid((h, w), spacing, center)
+    speckle = params.speckle_diameter
+    if speckle is None:
+        speckle = float(attrs.get("speckle_diameter") or 0.0)
+    region = valid & np.isfinite(amplitude) & ~ensemble.central_disk((h, w), speckle)
+    if not region.any() or not amplitude[region].sum() > 0:
+        raise LensfreeError(f"{run_path}: no measured amplitude outside the central speckle "
+                            f"(diameter {speckle} px)")
+    return q, amplitude, region, attrs, speckle
+
+
+def run_fit(backend: Backend, run_path: str, params: FitParams) -> dict | None:
+    """Score every grid point on ``backend``; on the root write ``fit/`` and return its attrs."""
+    q, amplitude, region, ens_attrs, speckle = read_fit_input(run_path, params)
+    ni, no = len(params.inner), len(params.outer)
+    tasks = [(i, j) for i in range(ni) for j in range(no)]
+    results = backend.map(fit_point, tasks, (q, amplitude, region, params),
+                          names=[f"fit-i{i:03d}-o{j:03d}" for i, j in tasks], desc="fit")
+    if not backend.is_root:
+        return None
+    erf = np.array([r[0] for r in results], np.float64).reshape(ni, no)
+    scale = np.array([r[1] for r in results], np.float64).reshape(ni, no)
+    offset = np.array([r[2] for r in results], np.float64).reshape(ni, no)
+    if not np.isfinite(erf).any():
+        raise LensfreeError("fit: no grid point has inner < outer")
+    i, j = np.unravel_index(int(np.nanargmin(erf)), erf.shape)
+    s = UNITS[params.unit]
+    best = scale[i, j] * scoring.core_shell_amplitude(
+        q, params.inner[i] * s, params.outer[j] * s, params.core_density,
+        params.shell_density) + offset[i, j]
+    run = runstore.open_run(run_path)
+    group = runstore.begin_stage(run, "fit", params=runstore.jsonable(asdict(params)),
+                                 inputs={"run": run_path, "ensemble_finished":
+                                         ens_attrs.get("finished")})
+    w = runstore.write_array
+    w(group, "erf", erf)
+    w(group, "scale", scale)
+    w(group, "offset", offset)
+    w(group, "inner", np.asarray(params.inner))
+    w(group, "outer", np.asarray(params.outer))
+    w(group, "model", best.astype(np.float32))
+    w(group, "region", region)
+    runstore.finish_stage(
+        group, model="core-shell", unit=params.unit, best_inner=params.inner[i],
+        best_outer=params.outer[j], best_erf=float(erf[i, j]), best_scale=float(scale[i, j]),
+        best_offset=float(offset[i, j]), core_density=params.core_density,
+        shell_density=params.shell_density, offset=params.offset, speckle_diameter=speckle,
+        n_pixels=int(region.sum()), n_points=int(np.isfinite(erf).sum()))
+    return dict(group.attrs)

@@ -1,0 +1,161 @@
+"""Stage 3 through the CLI: scores of a phased object, back-end agreement, bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import zarr
+
+from lensfree.engine import scoring
+from lensfree.launch.backends import LocalBackend
+from lensfree.launch.cli import main
+from lensfree.launch.stage_gather import GatherParams, blocks, run_gather, select_members
+from tests.conftest import lensfree_exe, mpiexec
+
+PHASE = ["--population", "8", "--generations", "2", "--schedule",
+         "HIO:500,ER:100;shrinkwrap=50", "--seed", "3", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def phased(tmp_path_factory):
+    """A letter object (truth in truth/), phased by 8 members over 2 generations."""
+    path = str(tmp_path_factory.mktemp("gather") / "obj.zarr")
+    assert main(["simulate", "object", "--out", path, "--size", "64", "--oversampling", "3",
+                 "--photons", "1e8", "--missing-radius", "3.2", "--seed", "2"]) == 0
+    assert main(["phase", path, *PHASE]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_gather(phased, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("local") / "run.zarr")
+    shutil.copytree(phased, path)
+    assert main(["gather", path, "--fraction", "0.5", "--quiet"]) == 0
+    return zarr.open_group(path, mode="r")
+
+
+def test_gather_scores_the_object(local_gather):
+    g = local_gather["gather"]
+    a = g.attrs
+    assert a["complete"] is True
+    errors = local_gather["phasing/errors"][-1]
+    selected = g["selected"][...]
+    assert selected.tolist() == np.argsort(errors, kind="stable")[:4].tolist()
+    assert a["n_selected"] == 4 and a["n_members"] == 8 and a["reference_member"] == selected[0]
+    assert g["average"].shape == (64, 64) and g["average"].dtype == np.complex64
+    assert g["prtf"].shape == g["q"].shape == (33,)
+    assert g["shifts"].shape == (4, 2) and g["twin"].shape == (4,)
+    # a good reconstruction of clean data: near-perfect scores
+    assert a["ssim"] > 0.95, a["ssim"]
+    assert a["r_factor"] < 0.05, a["r_factor"]
+    assert 1.0 <= a["resolution_px"] < 1.5
+    assert "resolution_m" not in a  # the simulated object carries no geometry
+    assert a["model"].endswith("truth/object")
+    assert a["parameters"]["fraction"] == 0.5 and a["input"]["run"]
+    # the stored numbers are those of the stored average
+    amp = local_gather["ensemble/amplitude"][...]
+    valid = local_gather["ensemble/valid"][...]
+    assert a["r_factor"] == pytest.approx(scoring.r_factor(g["average"][...], amp, valid),
+                                          rel=1e-5)
+    curve = g["prtf"][...]
+    assert np.nanmin(curve) > 0.5 and np.nanmax(curve) < 1.05
+
+
+def test_dask_agrees_with_local(phased, local_gather, tmp_path):
+    path = str(tmp_path / "run.zarr")
+    shutil.copytree(phased, path)
+    # one member per task: four tasks folded on the root in a fixed order
+    assert main(["gather", path, "--fraction", "0.5", "--members-per-task", "1", "--quiet",
+                 "--backend", "dask", "--workers", "2", "--dashboard-address", ":0"]) == 0
+    got = zarr.open_group(path, mode="r")["gather"]
+    want = local_gather["gather"]
+    np.testing.assert_array_equal(got["selected"][...], want["selected"][...])
+    np.testing.assert_allclose(got["average"][...], want["average"][...], atol=1e-6)
+    np.testing.assert_allclose(got["prtf"][...], want["prtf"][...], rtol=1e-9)
+    for key in ("r_factor", "ssim", "resolution_px"):
+        assert got.attrs[key] == pytest.approx(want.attrs[key], rel=1e-6)
+
+
+def test_blocks_give_the_same_numbers_in_any_size(phased, local_gather, tmp_path):
+    path = str(tmp_path / "run.zarr")
+    shutil.copytree(phased, path)
+    attrs = run_gather(LocalBackend(2, progress=False), path,
+                       GatherParams(fraction=0.5, members_per_task=3))
+    assert attrs["resolution_px"] == pytest.approx(
+        local_gather["gather"].attrs["resolution_px"], rel=1e-9)
+    assert blocks(np.arange(7), 3) == [(0, 1, 2), (3, 4, 5), (6,)]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(mpiexec() is None, reason="no mpiexec (pip install 'lensfree[mpi]')")
+def test_mpiexec_two_ranks_agree_with_local(phased, local_gather, tmp_path):
+    path = str(tmp_path / "run.zarr")
+    shutil.copytree(phased, path)
+    cmd = [mpiexec(), "-n", "2", *lensfree_exe(), "gather", path, "--fraction", "0.5",
+           "--members-per-task", "1", "--quiet", "--backend", "mpi"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr
+    got = zarr.open_group(path, mode="r")["gather"]
+    np.testing.assert_allclose(got["average"][...], local_gather["gather/average"][...],
+                               atol=1e-6)
+    assert got.attrs["ssim"] == pytest.approx(local_gather["gather"].attrs["ssim"], rel=1e-6)
+
+
+def test_model_file_replaces_truth(phased, tmp_path):
+    path = str(tmp_path / "run.zarr")
+    shutil.copytree(phased, path)
+    model = tmp_path / "model.npy"
+    truth = zarr.open_group(path, mode="r")["truth/object"][...]
+    np.save(model, np.abs(np.roll(truth, (2, 3), axis=(0, 1))))
+    assert main(["gather", path, "--fraction", "1", "--model", str(model), "--quiet"]) == 0
+    a = zarr.open_group(path, mode="r")["gather"].attrs
+    assert a["model"] == str(model) and a["n_selected"] == 8 and a["ssim"] > 0.9
+
+
+def test_select_members_rounds_the_fraction():
+    errors = np.arange(100, dtype=float)[::-1]
+    assert select_members(errors, 0.2).tolist() == list(range(99, 79, -1))  # 20, not 21
+    assert select_members(np.array([0.3, np.nan, 0.1]), 1.0).tolist() == [2, 0]
+    assert select_members(np.array([0.3, 0.2]), 0.01).tolist() == [1]
+
+
+def _err(capsys, argv):
+    code = main(argv)
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.5", "-0.2"])
+def test_fraction_outside_0_1_is_refused(phased, capsys, fraction):
+    code, err = _err(capsys, ["gather", phased, "--fraction", fraction])
+    assert code == 2 and f"--fraction {float(fraction)}" in err and phased in err
+    assert len(err.splitlines()) == 1
+
+
+def test_bad_stores_and_models_are_refused(phased, tmp_path, capsys):
+    unfinished = str(tmp_path / "unfinished.zarr")
+    shutil.copytree(phased, unfinished)
+    zarr.open_group(os.path.join(unfinished, "phasing"), mode="r+").attrs["complete"] = False
+    code, err = _err(capsys, ["gather", unfinished])
+    assert code == 2 and "never completed" in err and unfinished in err
+    assert "gather" not in zarr.open_group(unfinished, mode="r")
+
+    unphased = str(tmp_path / "unphased.zarr")
+    shutil.copytree(phased, unphased)
+    shutil.rmtree(os.path.join(unphased, "phasing"))
+    code, err = _err(capsys, ["gather", unphased])
+    assert code == 2 and "phasing" in err and unphased in err
+
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.ones((8, 8)))
+    code, err = _err(capsys, ["gather", phased, "--model", str(wrong)])
+    assert code == 2 and str(wrong) in err and "(8, 8)" in err and len(err.splitlines()) == 1
+
+    code, err = _err(capsys, ["gather", phased, "--model", str(tmp_path / "none.npy")])
+    assert code == 2 and "none.npy" in err
+
+    code, err = _err(capsys, ["gather", str(tmp_path / "missing.zarr")])
+    assert code == 2 and "missing.zarr" in err
