@@ -144,9 +144,16 @@ def _positive(path: str, key: str, value) -> float | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _frames_array(path: str):
-    # One open handle per process and store: workers call read_frames many times.
+def _open_frames_array(path: str, version: int):
     return zarr.open_array(os.path.join(path, "frames"), mode="r")
+
+
+def _frames_array(path: str):
+    # One open handle per process and store (workers read many blocks), reopened when
+    # the store's metadata changes (a store rewritten at the same path).
+    meta = os.path.join(path, "frames", "zarr.json")
+    version = os.stat(meta).st_mtime_ns if os.path.exists(meta) else 0
+    return _open_frames_array(path, version)
 
 
 def read_frames(path: str, start: int, stop: int) -> np.ndarray:
