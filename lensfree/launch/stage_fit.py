@@ -136,15 +136,16 @@ def read_fit_input(run_path: str, params: FitParams):
     return q, amplitude, region, attrs, speckle
 
 
-def run_fit(backend: Backend, run_path: str, params: FitParams) -> dict | None:
-    """Score every grid point on ``backend``; on the root write ``fit/`` and return its attrs."""
+def run_fit(backend: Backend, run_path: str, params: FitParams) -> dict:
+    """Score every grid point on ``backend``; the root writes ``fit/``; every process gets
+    its attrs once it is complete."""
     q, amplitude, region, ens_attrs, speckle = read_fit_input(run_path, params)
     ni, no = len(params.inner), len(params.outer)
     tasks = [(i, j) for i in range(ni) for j in range(no)]
     results = backend.map(fit_point, tasks, (q, amplitude, region, params),
                           names=[f"fit-i{i:03d}-o{j:03d}" for i, j in tasks], desc="fit")
     if not backend.is_root:
-        return None
+        return backend.bcast(None)
     erf = np.array([r[0] for r in results], np.float64).reshape(ni, no)
     scale = np.array([r[1] for r in results], np.float64).reshape(ni, no)
     offset = np.array([r[2] for r in results], np.float64).reshape(ni, no)
@@ -173,4 +174,4 @@ def run_fit(backend: Backend, run_path: str, params: FitParams) -> dict | None:
         best_offset=float(offset[i, j]), core_density=params.core_density,
         shell_density=params.shell_density, offset=params.offset, speckle_diameter=speckle,
         n_pixels=int(region.sum()), n_points=int(np.isfinite(erf).sum()))
-    return dict(group.attrs)
+    return backend.bcast(dict(group.attrs))  # no rank returns before fit/ is complete

@@ -121,8 +121,8 @@ def read_gather_input(run_path: str, model: np.ndarray | None, model_source: str
 
 
 def run_gather(backend: Backend, run_path: str, params: GatherParams,
-               model: np.ndarray | None = None, model_source: str | None = None) -> dict | None:
-    """Run stage 3 on ``backend``; on the root return the ``gather`` attrs."""
+               model: np.ndarray | None = None, model_source: str | None = None) -> dict:
+    """Run stage 3 on ``backend``; return the ``gather`` attrs, on every process once written."""
     amplitude, valid, ens_attrs, model, model_source = read_gather_input(
         run_path, model, model_source)
     plan = None
@@ -140,7 +140,7 @@ def run_gather(backend: Backend, run_path: str, params: GatherParams,
                         names=[f"gather-block-{i:03d}" for i in range(len(tasks))],
                         desc="align")
     if not backend.is_root:
-        return None
+        return backend.bcast(None)
     total = scoring.combine(parts)
     average = total.average
     q, curve = scoring.prtf(total.mean_spectrum, amplitude, valid)
@@ -185,4 +185,4 @@ def run_gather(backend: Backend, run_path: str, params: GatherParams,
     w(group, "twin", np.asarray(total.twins, bool))
     w(group, "correlation", np.asarray(total.correlations, np.float64))
     runstore.finish_stage(group, **attrs)
-    return dict(group.attrs)
+    return backend.bcast(dict(group.attrs))  # no rank returns before gather/ is complete

@@ -19,8 +19,18 @@ def test_demo_runs_end_to_end_and_writes_a_figure(tmp_path, capsys):
     run = zarr.open_group(str(out / "run.zarr"), mode="r")
     assert run["ensemble"].attrs["complete"] is True
     assert run["phasing"].attrs["complete"] is True
-    assert run["phasing/errors"].shape == (3, 16)
+    assert run["phasing/errors"].shape == (3, 20)
     assert Image.open(out / "phasing.png").size[0] > 500
+    # stage 3: the average of the best 8, scored against the simulated particle, and the
+    # core-shell fit on the paper's 0.5 nm grid
+    assert "SSIM against the simulated particle" in text and "(true 19 / 55 nm)" in text
+    gather, fit = run["gather"].attrs, run["fit"].attrs
+    assert gather["complete"] is True and gather["n_selected"] == 8
+    assert gather["ssim"] > 0.75, gather["ssim"]
+    assert 1 <= gather["resolution_px"] < 6 and gather["resolution_m"] < 16e-9
+    assert abs(fit["best_inner"] - 19) <= 0.5 and abs(fit["best_outer"] - 55) <= 0.5
+    report = out / "report"
+    assert (report / "summary.md").exists() and len(list(report.glob("*.png"))) == 7
 
 
 def test_simulate_ensemble_plants_bad_frames_and_writes_truth(tmp_path, capsys):
