@@ -155,11 +155,14 @@ def run_sum(backend: Backend, store: frame_io.FrameStore, out: str,
     background[~mask] = 0.0
     total_sum = ensemble.subtract_background(
         accepted, background, counts["accepted"], counts["background"], mask)
-    valid = mask & (total_sum >= 0)
-    center = ensemble.find_center(total_sum, valid)
-    patched, valid_patched, filled = ensemble.centro_patch(total_sum, valid, center)
+    center = ensemble.find_center(total_sum, mask)
+    patched, valid_patched, filled = ensemble.centro_patch(total_sum, mask, center)
     b = params.binning
+    # negative values (noise after background subtraction) are binned with the rest and
+    # a pixel is dropped only if its binned value is negative: dropping them before
+    # binning would keep only upward fluctuations and lift a floor under the pattern
     binned, valid_b, origin = ensemble.bin_pattern(patched, valid_patched, center, b)
+    valid_b &= binned >= 0
     speckle = params.speckle_diameter
     if speckle is None:
         speckle = ensemble.beamstop_diameter(mask) / b + 4
