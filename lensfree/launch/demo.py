@@ -43,13 +43,10 @@ def run_demo(args, make_backend, announce) -> int:
             os.makedirs(out, exist_ok=True)
         t0 = time.perf_counter()
         truth = simulate_ensemble(backend, params, frames_path)
-        backend.bcast(None)  # every rank waits until the root has published the store
         t1 = time.perf_counter()
         attrs = run_sum(backend, open_frames(frames_path), run_path, SumParams())
-        backend.bcast(None)  # ... and has marked ensemble/ complete
         t2 = time.perf_counter()
         phase = run_phase(backend, run_path, DEMO_PHASING)
-        backend.bcast(None)  # ... and phasing/
         t3 = time.perf_counter()
         model = _particle(params, attrs) if backend.is_root else None
         gather = run_gather(backend, run_path, DEMO_GATHER, model=model,

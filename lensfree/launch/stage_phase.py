@@ -168,7 +168,8 @@ def _create(run: zarr.Group, params: PhaseParams, shape, inputs: dict) -> zarr.G
 
 
 def run_phase(backend: Backend, run_path: str, params: PhaseParams) -> dict | None:
-    """Run (or resume) stage 2 on ``backend``; on the root return the ``phasing`` attrs.
+    """Run (or resume) stage 2 on ``backend``; every process returns the ``phasing`` attrs
+    once the root has completed the group.
 
     The attr ``timing_s`` splits this run's time: ``read``, ``compute`` and ``write`` are
     worker-seconds summed over its members, ``wall`` the whole stage.
@@ -217,17 +218,17 @@ def run_phase(backend: Backend, run_path: str, params: PhaseParams) -> dict | No
             best = group.attrs["best"][:g] + [int(np.argmin(errors))]
             group.attrs.update({"best": best, "generations_complete": g + 1})
     if not backend.is_root:
-        return None
+        return backend.bcast(None)  # back only once the root has finished the stage
     errors = group["errors"][...]
     if group.attrs.get("complete"):
-        return {**group.attrs, "resumed_complete": True}
+        return backend.bcast({**group.attrs, "resumed_complete": True})
     final = errors[-1]
     order = np.argsort(final, kind="stable")
     clock.merge({"wall": time.perf_counter() - t_start})
     runstore.finish_stage(group, best_member=int(order[0]), best_error=float(final[order[0]]),
                           median_error=float(np.median(final)), n_members=params.population,
                           timing_s=clock.as_attrs())
-    return dict(group.attrs)
+    return backend.bcast(dict(group.attrs))
 
 
 def _best_member(group: zarr.Group, generation: int, n_generations: int):

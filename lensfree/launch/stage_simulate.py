@@ -56,7 +56,7 @@ def simulate_ensemble(backend: Backend, params: simulate.EnsembleParams, out: st
                 names=[f"simulate-{s.name}" for s in shards], desc="simulate")
     if backend.is_root:
         frame_io.publish(partial, out)
-    return attrs
+    return backend.bcast(attrs)  # every rank returns once the store is published
 
 
 def simulate_object(out: str, *, name: str = "letter", size: int = 128,

@@ -102,7 +102,8 @@ def sum_shard(task, shared: _Shared):
 
 def run_sum(backend: Backend, store: frame_io.FrameStore, out: str,
             params: SumParams = SumParams()) -> dict | None:
-    """Run stage 1 on ``backend``; on the root write ``out/ensemble`` and return its attrs.
+    """Run stage 1 on ``backend``; the root writes ``out/ensemble``; every process returns
+    its attrs once it is complete.
 
     The attr ``timing_s`` splits the time: ``read`` and ``compute`` are worker-seconds
     summed over all tasks of both passes, ``reduce`` (folding partial sums), ``pattern``
@@ -139,7 +140,7 @@ def run_sum(backend: Backend, store: frame_io.FrameStore, out: str,
     partials = backend.map(sum_shard, tasks, shared,
                            names=[f"sum-{s.name}" for s in shards], desc="sum")
     if not backend.is_root:
-        return None
+        return backend.bcast(None)  # back only once the root has finished the stage
 
     accepted = np.zeros(store.frame_shape)
     background = np.zeros(store.frame_shape)
@@ -202,7 +203,7 @@ def run_sum(backend: Backend, store: frame_io.FrameStore, out: str,
     clock.merge({"write": time.perf_counter() - t_write, "wall": time.perf_counter() - t_start})
     attrs["timing_s"] = clock.as_attrs()
     runstore.finish_stage(group, **attrs)
-    return attrs
+    return backend.bcast(attrs)
 
 
 def _params_attrs(params: SumParams) -> dict:
