@@ -32,17 +32,14 @@ def begin_stage(run: zarr.Group, name: str, params: dict, inputs: dict) -> zarr.
     """
     if name in run:
         del run[name]
-    group = run.create_group(name)
-    group.attrs.update(
-        {
-            "complete": False,
-            "lensfree_version": lensfree.__version__,
-            "started": _now(),
-            "parameters": params,
-            "input": inputs,
-        }
-    )
-    return group
+    # the group appears with its attrs in one write: never without ``complete: false``
+    return run.create_group(name, attributes=jsonable({
+        "complete": False,
+        "lensfree_version": lensfree.__version__,
+        "started": _now(),
+        "parameters": params,
+        "input": inputs,
+    }))
 
 
 def finish_stage(group: zarr.Group, **attrs) -> None:
