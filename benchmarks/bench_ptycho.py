@@ -1,11 +1,27 @@
 """Ptychography: time per iteration per 1,000 positions at 128^2, against two FFTs per position.
 
-Simulates a 1,000-position Fermat scan of 128x128 frames (1 px RMS position errors), then
-times iterations of `lensfree ptycho --engine parallel --refine-positions` through
-`run_ptycho` on 1 and 2 workers (local threads, and a 2-process Dask cluster), after a
-warm-up iteration. The limit is two 128^2 complex64 FFTs per position and probe mode.
+Simulates a 1,000-position Fermat scan of 128x128 frames and times iterations of
+`lensfree ptycho --engine parallel` on 1 and 2 workers of every back end: local (threads),
+Dask (a LocalCluster of processes) and MPI (`mpiexec -n k python -m lensfree`). Two cases:
+
+- ``refine``: true positions off the pixel grid, recorded ones 1 px RMS off, position
+  refinement every iteration: every position shifts its probe by a sub-pixel rest (four
+  FFTs per position and mode: shift, forward, inverse, and the probe gradient moved back).
+- ``fixed``: whole-pixel positions, known exactly, no refinement (two FFTs per position).
+
+The time of an iteration is the median over the iterations of a run (``ptycho`` attrs
+``seconds_per_iteration``, taken on the root: blocks on the workers, the reduction, the
+update and the broadcast), after a warm-up run on the same workers (FFT plans made, frames
+cached in the workers). The limit is two 128^2 complex64 FFTs per position and mode.
+
+Then the same scan (``refine`` case) goes through PtyLab's mPIE with position correction,
+when PtyLab is installed (``pip install ptylab``; not a lensfree dependency): time per
+iteration, final object error and position error beside lensfree's.
 
     python benchmarks/bench_ptycho.py [--positions 1000] [--iterations 5] [--out results.json]
+
+The machine is shared: medians of the iterations, and the spread is printed; a run next to
+other jobs can be off by tens of percent.
 """
 
 from __future__ import annotations
@@ -13,20 +29,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+import zarr
 
 sys.path.insert(0, os.path.dirname(__file__))
 from timing import median_time  # noqa: E402
 
 from lensfree.engine import fft as fftlib  # noqa: E402
+from lensfree.engine import ptycho as pt  # noqa: E402
 from lensfree.engine import simulate_ptycho as sp  # noqa: E402
-from lensfree.engine.ptycho import PtychoParams  # noqa: E402
 from lensfree.launch.backends import make_backend  # noqa: E402
 from lensfree.launch.stage_ptycho import PtychoStageParams, run_ptycho, simulate_ptycho  # noqa: E402
+
+#: ptypy's difference map on one core of this kind of machine (issue 5), ms/frame-iteration
+PTYPY_MS = 0.8
 
 
 def two_ffts_per_position(n: int, size: int) -> float:
@@ -39,52 +61,231 @@ def two_ffts_per_position(n: int, size: int) -> float:
         for _ in range(n):
             fft.forward(a, out=b)
             fft.inverse(b, out=a)
-    return median_time(run, 3)
+    return median_time(run, 5)
 
 
-def iteration_time(frames: str, tmp: str, backend: str, workers: int, iterations: int,
-                   subpixel: bool) -> float:
-    def params(n):
-        return PtychoStageParams(engine=PtychoParams(iterations=n, refine_positions=True,
-                                                     refine_start=0),
-                                 checkpoint_every=10_000)
-    with make_backend(backend, workers=workers, progress=False,
-                      dashboard_address=":0") as be:
-        out = os.path.join(tmp, f"warm-{backend}-{workers}.zarr")
-        run_ptycho(be, frames, out, params(1))  # warm: plans, frames cached on workers
-        out = os.path.join(tmp, f"run-{backend}-{workers}.zarr")
+def _engine(case: str, iterations: int) -> PtychoStageParams:
+    refine = case == "refine"
+    return PtychoStageParams(engine=pt.PtychoParams(iterations=iterations,
+                                                    refine_positions=refine, refine_start=0),
+                             checkpoint_every=10_000)
+
+
+def _cli_args(case: str, iterations: int) -> list[str]:
+    args = ["--iterations", str(iterations), "--checkpoint-every", "10000", "--quiet"]
+    return args + (["--refine-positions", "--refine-start", "0"] if case == "refine" else [])
+
+
+def _mpiexec() -> str | None:
+    here = shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+    return here or shutil.which("mpiexec")
+
+
+def iteration_time(frames: str, tmp: str, case: str, backend: str, workers: int,
+                   iterations: int) -> float:
+    """Median seconds per iteration of a run of ``iterations`` (after a warm-up run)."""
+    tag = f"{case}-{backend}-{workers}"
+    if backend == "mpi":
+        mpiexec = _mpiexec()
+        if mpiexec is None:
+            raise RuntimeError("no mpiexec (pip install 'lensfree[mpi]')")
+        out = os.path.join(tmp, f"run-{tag}.zarr")
+        # one job: its first iteration reads the frames and plans; the median skips it
+        cmd = [mpiexec, "-n", str(workers), sys.executable, "-m", "lensfree", "ptycho",
+               frames, "--out", out, "--backend", "mpi", *_cli_args(case, iterations + 2)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if proc.returncode:
+            raise RuntimeError(proc.stderr.strip().splitlines()[-1])
+        return zarr.open_group(out, mode="r")["ptycho"].attrs["seconds_per_iteration"]
+    with make_backend(backend, workers=workers, progress=False, dashboard_address=":0") as be:
+        run_ptycho(be, frames, os.path.join(tmp, f"warm-{tag}.zarr"), _engine(case, 2))
+        attrs = run_ptycho(be, frames, os.path.join(tmp, f"run-{tag}.zarr"),
+                           _engine(case, iterations))
+        return attrs["seconds_per_iteration"]
+
+
+def lensfree_scores(frames: str, run: str) -> tuple[float, float, float]:
+    """(object error, position error before, after) of a finished lensfree run."""
+    src = zarr.open_group(frames, mode="r")
+    g = zarr.open_group(run, mode="r")["ptycho"]
+    obj, probe = g["object"][...], g["probe"][...]
+    origin = np.asarray(g.attrs["object_origin"])
+    truth = pt.in_frame(src["truth/object"][...], origin, obj.shape)
+    crops, _ = pt.corners(g["positions"][...], origin, obj.shape, probe.shape[-2:])
+    lit = pt.illumination(crops, probe, obj.shape)
+    true_pos = src["truth/positions"][...]
+    return (pt.object_error(obj, truth, lit > 0.1 * lit.max()),
+            pt.position_error(g["positions_initial"][...], true_pos),
+            pt.position_error(g["positions"][...], true_pos))
+
+
+def _ptylab_run(frames: str, tmp: str, iterations: int) -> dict:
+    """PtyLab's mPIE with position correction (pcPIE) on the scan in ``frames``.
+
+    PtyLab reads an HDF5 file in metres: the geometry is chosen so that one object pixel
+    is ``DXO`` and positions are the recorded ones (centred). It rounds positions to
+    whole pixels, as it always does.
+    """
+    import contextlib
+    import io
+    import logging
+
+    import h5py
+    from PtyLab import Engines, ExperimentalData, Params, Reconstruction
+    from PtyLab.Monitor.Monitor import DummyMonitor
+
+    src = zarr.open_group(frames, mode="r")
+    data = np.asarray(src["frames"][...], np.float32)
+    recorded = np.asarray(src["positions"][...])
+    n, h, w = data.shape
+    dxo, wavelength, dxd = 1e-8, 1e-9, 1e-5
+    path = os.path.join(tmp, "ptylab.h5")
+    with h5py.File(path, "w") as f:
+        f["ptychogram"] = data
+        f["encoder"] = (recorded - recorded.mean(axis=0)) * dxo
+        f["wavelength"] = wavelength
+        f["dxd"] = dxd
+        f["zo"] = h * dxd * dxo / wavelength  # dxo = wavelength zo / (h dxd)
+        f["entrancePupilDiameter"] = h / 4 * dxo
+    logging.getLogger("PtyLab").setLevel(logging.WARNING)
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        exp = ExperimentalData(path, "CPM")
+        params = Params()
+        params.positionCorrectionSwitch = True
+        params.propagatorType = "Fraunhofer"
+        params.gpuSwitch = False
+        rec = Reconstruction(exp, params)
+        rec.initializeObjectProbe()
+        guess = np.asarray(src["probe"][0], np.complex64)  # the same start as lensfree's
+        power = np.mean(np.sum(data, axis=(1, 2))) / np.sum(np.abs(guess) ** 2)
+        rec.probe = (guess * np.sqrt(power)).reshape(rec.probe.shape).astype(rec.probe.dtype)
+        engine = Engines.mPIE(rec, exp, params, DummyMonitor())
+        engine.numIterations = iterations
         t0 = time.perf_counter()
-        run_ptycho(be, frames, out, params(1 + iterations))
-        return (time.perf_counter() - t0) / (1 + iterations)
+        engine.reconstruct()
+        seconds = (time.perf_counter() - t0) / iterations
+    obj = np.asarray(rec.object).reshape(rec.No, rec.No)
+    probe = np.asarray(rec.probe).reshape(-1, h, w)
+    origin = np.round(recorded.mean(axis=0)) - (rec.No // 2 - rec.Np // 2)
+    truth = pt.in_frame(src["truth/object"][...], origin, obj.shape)
+    crops = np.asarray(rec.positions, int)
+    lit = pt.illumination(crops, probe, obj.shape)
+    corrected = np.asarray(rec.encoder_corrected) / dxo
+    true_pos = src["truth/positions"][...]
+    return {"seconds_per_iteration": seconds,
+            "object_error": pt.object_error(obj, truth, lit > 0.1 * lit.max()),
+            "position_error_before": pt.position_error(recorded, true_pos),
+            "position_error_after": pt.position_error(corrected, true_pos)}
+
+
+def side_by_side(tmp: str, n: int, size: int, iterations: int,
+                 position_error: float = 2.0) -> dict:
+    """lensfree (parallel engine, refinement from iteration 10, 1 local worker) and PtyLab
+    (mPIE with position correction) on one simulated scan, the same iterations."""
+    frames = os.path.join(tmp, "scan-peer.zarr")
+    simulate_ptycho(frames, sp.PtychoSimParams(n_positions=n, frame_size=size,
+                                               position_error=position_error, subpixel=True))
+    out = {"positions": n, "frame": size, "iterations": iterations,
+           "position_error_rms_px": position_error}
+    run = os.path.join(tmp, "peer-lensfree.zarr")
+    params = PtychoStageParams(engine=pt.PtychoParams(iterations=iterations,
+                                                      refine_positions=True, refine_start=10))
+    with make_backend("local", workers=1, progress=False) as be:
+        attrs = run_ptycho(be, frames, run, params)
+    err, before, after = lensfree_scores(frames, run)
+    out["lensfree"] = {"seconds_per_iteration": attrs["seconds_per_iteration"],
+                       "object_error": err, "position_error_before": before,
+                       "position_error_after": after}
+    try:
+        out["ptylab"] = _ptylab_run(frames, tmp, iterations)
+    except ImportError as exc:
+        out["ptylab"] = {"error": f"PtyLab not installed ({exc}); pip install ptylab"}
+    except Exception as exc:  # say exactly why the peer did not run
+        out["ptylab"] = {"error": f"PtyLab failed: {type(exc).__name__}: {exc}"}
+    return out
+
+
+def print_peer(peer: dict) -> None:
+    print(f"\nside by side: {peer['positions']} positions of {peer['frame']}^2, "
+          f"{peer['iterations']} iterations, recorded positions "
+          f"{peer['position_error_rms_px']:g} px RMS off (sub-pixel truth)")
+    print(f"{'code':32s} {'ms/frame-iter':>13s} {'object error':>12s} "
+          f"{'pos. error before':>17s} {'after':>7s} {'cut':>5s}")
+    for name, label in (("lensfree", "lensfree parallel + refinement"),
+                        ("ptylab", "PtyLab mPIE + pcPIE")):
+        r = peer.get(name, {})
+        if "error" in r:
+            print(f"{label:32s} not run: {r['error']}")
+            continue
+        ms = r["seconds_per_iteration"] / peer["positions"] * 1e3
+        cut = 1 - r["position_error_after"] / r["position_error_before"]
+        print(f"{label:32s} {ms:13.3f} {r['object_error']:12.3f} "
+              f"{r['position_error_before']:17.2f} {r['position_error_after']:7.2f} "
+              f"{cut:5.0%}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--positions", type=int, default=1000)
     ap.add_argument("--iterations", type=int, default=5)
+    ap.add_argument("--backends", default="local:1,local:2,dask:1,dask:2,mpi:1,mpi:2",
+                    help="back end:workers pairs to time")
+    ap.add_argument("--peer-iterations", type=int, default=50,
+                    help="iterations of the side-by-side runs with PtyLab (0: skip)")
+    ap.add_argument("--peer-positions", type=int, default=200)
     ap.add_argument("--out", default="benchmarks/results/bench_ptycho.json")
     args = ap.parse_args()
     n, size = args.positions, 128
     per_k = 1000 / n
+    configs = [(b, int(w)) for b, w in (c.split(":") for c in args.backends.split(","))]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         limit = two_ffts_per_position(n, size) * per_k
-        rows.append(("two FFTs per position (limit)", 1, limit))
-        for subpixel in (False, True):
-            frames = os.path.join(tmp, f"scan-{subpixel}.zarr")
+        rows.append({"what": "two FFTs per position (limit)", "workers": 1,
+                     "seconds_per_iteration_per_1000": limit})
+        for case in ("refine", "fixed"):
+            frames = os.path.join(tmp, f"scan-{case}.zarr")
             simulate_ptycho(frames, sp.PtychoSimParams(
-                n_positions=n, frame_size=size, position_error=1.0, subpixel=subpixel))
-            kind = "sub-pixel positions" if subpixel else "whole-pixel positions"
-            for backend, workers in (("local", 1), ("local", 2), ("dask", 2)):
-                t = iteration_time(frames, tmp, backend, workers, args.iterations, subpixel)
-                rows.append((f"parallel engine, {kind}, {backend}", workers, t * per_k))
-    print(f"{'what':58s} {'workers':>7s} {'s/iter/1000 pos':>16s} {'ms/frame-iter':>14s}")
-    for what, w, t in rows:
-        print(f"{what:58s} {w:7d} {t:16.3f} {t:14.3f}")
+                n_positions=n, frame_size=size, position_error=1.0 if case == "refine" else 0,
+                subpixel=case == "refine"))
+            for backend, workers in configs:
+                what = f"parallel engine, {case}, {backend}"
+                try:
+                    t = iteration_time(frames, tmp, case, backend, workers, args.iterations)
+                except Exception as exc:  # say why, keep the rest of the table
+                    rows.append({"what": what, "workers": workers, "error": str(exc)})
+                    continue
+                rows.append({"what": what, "workers": workers,
+                             "seconds_per_iteration_per_1000": t * per_k})
+        peer = None
+        if args.peer_iterations:
+            peer = side_by_side(tmp, args.peer_positions, size, args.peer_iterations)
+    _print(rows, limit)
+    if peer:
+        print_peer(peer)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
-        json.dump([{"what": a, "workers": w, "seconds_per_iteration_per_1000": t}
-                   for a, w, t in rows], fh, indent=1)
+        json.dump({"rows": rows, "peer": peer, "date": time.strftime("%Y-%m-%d %H:%M"),
+                   "load_average": os.getloadavg()}, fh, indent=1)
+
+
+def _print(rows, limit) -> None:
+    print(f"{'what':40s} {'workers':>7s} {'s/iter/1000 pos':>16s} {'x limit':>8s} "
+          f"{'vs ptypy':>8s} {'speed-up':>8s}")
+    one = {}
+    for r in rows:
+        if "error" in r:
+            print(f"{r['what']:40s} {r['workers']:7d}  not run: {r['error']}")
+            continue
+        t = r["seconds_per_iteration_per_1000"]
+        if r["workers"] == 1:
+            one[r["what"]] = t
+        speedup = one.get(r["what"], np.nan) / t
+        print(f"{r['what']:40s} {r['workers']:7d} {t:16.3f} {t / limit:8.1f} "
+              f"{PTYPY_MS / t:7.1f}x {speedup:7.2f}x")
+    print(f"(s per iteration per 1000 positions = ms per frame-iteration; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

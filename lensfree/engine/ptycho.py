@@ -13,10 +13,10 @@ Fourier projection ``psi'_jm = F^-1[A_j F psi_jm / sqrt(I_j)]`` on measured pixe
 - ePIE (Maiden & Rodenburg 2009) and rPIE (Maiden, Johnson & Li 2017): positions one at a
   time in a seeded random order, :func:`pie_iteration`.
 - Parallel form: every block of positions returns ``sum conj(P) psi'`` and ``sum |P|^2``
-  over its own bounding box (and the same for the probe), :func:`block_update`; the
-  root sums the blocks in block order and sets ``O = num / den`` (regularised),
-  :func:`apply_update`. This is the alternating-projection / least-squares step that
-  ptypy distributes over MPI.
+  over its own bounding box (and ``sum conj(O) (psi' - psi)``, ``sum |O|^2`` for the
+  probe), :func:`block_update`; the root sums the blocks in block order and sets
+  ``O = num / den`` (regularised) and ``P += pnum / pden``, :func:`apply_update`. This
+  is the alternating-projection / least-squares step that ptypy distributes over MPI.
 - Position refinement, gradient form (Dwivedi et al. 2018; Zhang et al. 2013):
   ``dr_j = Re sum conj(P dO/dr)(psi' - psi) / sum |P dO/dr|^2``, every position on its
   own, bounded, with the mean correction held at zero (:func:`refine_positions`).
@@ -202,11 +202,6 @@ def _fourier_project(psi: np.ndarray, amp: np.ndarray, valid: np.ndarray):
     return spec, err
 
 
-def _patches(obj: np.ndarray, crops: np.ndarray, shape) -> np.ndarray:
-    windows = np.lib.stride_tricks.sliding_window_view(obj, shape)
-    return windows[crops[:, 0], crops[:, 1]]
-
-
 def _position_steps(obj_patches, probes, psi, psi_new):
     """Gradient-form shifts (B, 2) that best explain ``psi' - psi`` as a probe move.
 
@@ -231,21 +226,27 @@ class BlockResult:
     """One block's contribution: sums over its positions, in its object bounding box."""
 
     start: tuple[int, int]      # bounding box corner in the object array
-    obj_num: np.ndarray         # (by, bx) complex128: sum conj(P) psi'
-    obj_den: np.ndarray         # (by, bx) float64: sum |P|^2
-    probe_num: np.ndarray       # (M, h, w) complex128: sum conj(O_j) psi'
-    probe_den: np.ndarray       # (h, w) float64: sum |O_j|^2
+    obj_num: np.ndarray         # (by, bx) complex64: sum conj(P) psi'
+    obj_den: np.ndarray         # (by, bx) float32: sum |P|^2
+    probe_num: np.ndarray       # (M, h, w) complex64: sum conj(O_j) (psi' - psi)
+    probe_den: np.ndarray       # (h, w) float32: sum |O_j|^2
     error: np.ndarray           # (B,) per-position sum (|F psi| - A)^2
     steps: np.ndarray | None    # (B, 2) position steps, when refining
 
 
 def _ramps(fractions: np.ndarray, shape) -> np.ndarray:
     """(B, h, w) ``exp(-2 pi i q.f_j)``: multiplying a spectrum shifts its image by ``f_j``."""
+    ry, rx = _ramp_factors(fractions, shape)
+    return ry[:, :, None] * rx[:, None, :]
+
+
+def _ramp_factors(fractions: np.ndarray, shape):
+    """``(ry (B, h), rx (B, w))`` complex64, the separable factors of :func:`_ramps`."""
     qy = np.fft.fftfreq(shape[0])
     qx = np.fft.fftfreq(shape[1])
     ry = np.exp(-2j * np.pi * fractions[:, :1] * qy[None])
     rx = np.exp(-2j * np.pi * fractions[:, 1:] * qx[None])
-    return (ry[:, :, None] * rx[:, None, :]).astype(np.complex64)
+    return ry.astype(np.complex64), rx.astype(np.complex64)
 
 
 def _shifted_probes(probe, probe_spec, fractions, shifted):
@@ -268,68 +269,134 @@ def _probe_spectrum(probe):
     return np.stack([fft.forward(p).copy() for p in probe])
 
 
+#: added to |F psi| before dividing by it: a zero spectrum pixel stays zero (not 0/0)
+_TINY = np.float32(1e-30)
+
+
 def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
-                 fractions: np.ndarray, amp: np.ndarray, valid: np.ndarray, *,
-                 refine: bool = False, chunk: int = 16) -> BlockResult:
+                 fractions: np.ndarray, amp: np.ndarray, valid: np.ndarray | None, *,
+                 refine: bool = False) -> BlockResult:
     """Exit-wave updates of one block of positions against the shared object and probe.
 
     Parameters
     ----------
     obj : (oy, ox) complex64 object. probe : (M, h, w) complex64 modes.
     crops, fractions : (B, 2) whole-pixel crops and sub-pixel rests (:func:`corners`);
-        a position with a rest shifts the probe by it (two more FFTs per mode).
-    amp, valid : (B, h, w) unshifted amplitudes and measured pixels.
+        a position with a rest shifts the probe by it (one more FFT per mode).
+    amp, valid : (B, h, w) unshifted amplitudes and measured pixels (None: all measured).
     refine : also return the gradient-form position step of every position.
+
+    Position by position, on buffers reused throughout (each is small enough to stay in
+    cache): ``psi = P_j O_j`` with ``P_j`` the probe moved by the sub-pixel rest,
+    ``psi' = F^-1[A F psi / |F psi|]``, then ``conj(P_j) psi'`` and ``|P_j|^2`` into the
+    block's object box, and ``conj(O_j) (psi' - psi)`` and ``|O_j|^2`` into the probe sums.
+    The probe increment is placed at the whole-pixel crop: moving it back by the rest as
+    well would cost another FFT per position, and the increment vanishes at the fixed
+    point either way, so only the update direction (by at most half a pixel), not the
+    model, is approximate.
     """
     m, h, w = probe.shape
+    size = h * w
+    dtype = probe.dtype
     lo = crops.min(axis=0)
     hi = crops.max(axis=0) + (h, w)
-    obj_num = np.zeros(tuple(hi - lo), np.complex128)
-    obj_den = np.zeros(tuple(hi - lo), np.float64)
-    probe_num = np.zeros(probe.shape, np.complex128)
-    probe_num_spec = np.zeros(probe.shape, np.complex128)
-    probe_den = np.zeros((h, w), np.float64)
+    box = obj[lo[0]:hi[0], lo[1]:hi[1]]
+    rel = crops - lo
+    obj_num = np.zeros(box.shape, dtype)
+    obj_den = np.zeros(box.shape, np.float32)
+    probe_num = np.zeros(probe.shape, dtype)
+    probe_den = np.zeros((h, w), np.float32)
+    box_conj = np.conj(box)
+    box_power = np.square(np.abs(box))
+    grads = np.gradient(box) if refine else ()
     shifted = np.any(np.abs(fractions) > 1e-4, axis=1)
-    probe_spec = _probe_spectrum(probe) if shifted.any() else None
-    fft = fftlib.get_fft2((h, w), probe.dtype)
-    errors, steps = [], []
-    for s in range(0, len(crops), chunk):
-        c, sh = crops[s:s + chunk], shifted[s:s + chunk]
-        probes = _shifted_probes(probe, probe_spec, fractions[s:s + chunk], sh)
-        patches = _patches(obj, c, (h, w))
-        psi = probes * patches[:, None]
-        psi_new, err = _fourier_project(psi.copy(), amp[s:s + chunk], valid[s:s + chunk])
-        errors.append(err)
-        if refine:
-            steps.append(_position_steps(patches, probes, psi, psi_new))
-        upd = np.einsum("bmhw,bmhw->bhw", np.conj(probes), psi_new)
-        power = np.einsum("bmhw,bmhw->bhw", probes.real, probes.real)
-        power += np.einsum("bmhw,bmhw->bhw", probes.imag, probes.imag)
-        back = np.conj(patches)[:, None] * psi_new  # probe gradient, in each crop's frame
-        probe_num += back[~sh].sum(axis=0)
-        if sh.any():
-            ramps = np.conj(_ramps(fractions[s:s + chunk][sh], (h, w)))
-            for i, r in zip(np.flatnonzero(sh), ramps):
+    fft = fftlib.get_fft2((h, w), dtype)
+    if shifted.any():  # the unnormalised inverse FFT's 1/(h w) goes into the spectrum
+        probe_spec = _probe_spectrum(probe) / np.float32(size)
+        ry, rx = _ramp_factors(fractions, (h, w))
+    amp_scaled = np.multiply(amp, np.float32(1 / size), dtype=np.float32)
+    invalid = None if valid is None or valid.all() else ~valid
+
+    def buffer(*shape, dt=dtype):
+        return fftlib.empty_aligned(shape, dt)
+
+    shifted_probe, shifted_conj, psi, spec = (buffer(m, h, w) for _ in range(4))
+    ramp, factor, work = (buffer(h, w) for _ in range(3))
+    model, diff = buffer(h, w, dt=np.float32), buffer(h, w, dt=np.float32)
+    # conj(P) and sum |P|^2 of the unshifted probe, for the positions without a rest
+    probe_conj = np.conj(probe)
+    probe_power = np.sum(np.square(np.abs(probe)), axis=0)
+    errors = np.empty(len(crops))
+    steps = np.empty((len(crops), 2)) if refine else None
+    for i, (y, x) in enumerate(rel):
+        patch = box[y:y + h, x:x + w]
+        probe_j, cprobe = probe, probe_conj
+        if shifted[i]:
+            np.multiply(ry[i][:, None], rx[i][None, :], out=ramp)
+            for k in range(m):
+                np.multiply(probe_spec[k], ramp, out=shifted_probe[k])
+                fft.inverse(shifted_probe[k], out=shifted_probe[k], normalise=False)
+            probe_j, cprobe = shifted_probe, np.conjugate(shifted_probe, out=shifted_conj)
+        for k in range(m):
+            np.multiply(probe_j[k], patch, out=psi[k])
+            fft.forward(psi[k], out=spec[k])
+        # model amplitude |F psi| (summed incoherently over modes)
+        if m == 1:
+            np.abs(spec[0], out=model)
+        else:
+            model[...] = 0
+            for k in range(m):
+                np.abs(spec[k], out=diff)
+                model += np.square(diff, out=diff)
+            np.sqrt(model, out=model)
+        np.subtract(model, amp[i], out=diff)
+        if invalid is not None:
+            np.copyto(diff, 0, where=invalid[i])
+        flat = diff.reshape(-1)
+        errors[i] = np.dot(flat, flat)
+        # Fourier projection, with the inverse FFT's 1/(h w) in the factor
+        model += _TINY
+        np.divide(amp_scaled[i], model, out=factor)
+        if invalid is not None:
+            np.copyto(factor, np.float32(1 / size), where=invalid[i])
+        for k in range(m):
+            np.multiply(spec[k], factor, out=spec[k])
+            fft.inverse(spec[k], out=spec[k], normalise=False)
+        # spec now holds psi'. Object sums, in the block's box
+        num = obj_num[y:y + h, x:x + w]
+        den = obj_den[y:y + h, x:x + w]
+        for k in range(m):
+            num += np.multiply(cprobe[k], spec[k], out=work)
+            if shifted[i]:
+                den += np.multiply(cprobe[k], probe_j[k], out=work).real
+        if not shifted[i]:
+            den += probe_power
+        # probe sums: conj(O_j) (psi' - psi); psi becomes psi' - psi
+        dpsi = np.subtract(spec, psi, out=psi)
+        cpatch = box_conj[y:y + h, x:x + w]
+        for k in range(m):
+            probe_num[k] += np.multiply(cpatch, dpsi[k], out=work)
+        probe_den += box_power[y:y + h, x:x + w]
+        if refine:  # dr = Re sum conj(P dO/dr) (psi' - psi) / sum |P dO/dr|^2
+            for a, g in enumerate(grads):
+                num_a = den_a = 0.0
                 for k in range(m):
-                    probe_num_spec[k] += fft.forward(back[i, k]) * r
-        probe_den += np.sum(np.abs(patches) ** 2, axis=0, dtype=np.float64)
-        for (y, x), u, pw in zip(c - lo, upd, power):
-            obj_num[y:y + h, x:x + w] += u
-            obj_den[y:y + h, x:x + w] += pw
-    if shifted.any():
-        probe_num += np.fft.ifft2(probe_num_spec)
+                    np.multiply(probe_j[k], g[y:y + h, x:x + w], out=work)
+                    num_a += float(np.vdot(work, dpsi[k]).real)
+                    den_a += float(np.vdot(work, work).real)
+                steps[i, a] = num_a / max(den_a, 1e-30)
     return BlockResult(start=(int(lo[0]), int(lo[1])), obj_num=obj_num, obj_den=obj_den,
-                       probe_num=probe_num, probe_den=probe_den,
-                       error=np.concatenate(errors),
-                       steps=np.concatenate(steps) if refine else None)
+                       probe_num=probe_num, probe_den=probe_den, error=errors, steps=steps)
 
 
 def apply_update(obj: np.ndarray, probe: np.ndarray, results, *, update_probe: bool,
                  regularisation: float = 1e-3):
     """New ``(object, probe)`` from block results folded in the order given.
 
-    ``O = (sum num + r O_old) / (sum den + r)`` with ``r = regularisation * max(den)``; the
-    probe likewise (with the object of the same iteration's exit waves).
+    ``O = (sum num + r O_old) / (sum den + r)`` with ``r = regularisation * max(den)``;
+    ``P = P_old + sum pnum / (sum pden + r_P)`` (the blocks' ``pnum`` are increments,
+    ``sum conj(O_j) (psi' - psi)``; with whole-pixel positions this is the same as
+    ``(sum conj(O_j) psi' + r_P P_old) / (sum pden + r_P)``).
     """
     num = np.zeros(obj.shape, np.complex128)
     den = np.zeros(obj.shape, np.float64)
@@ -346,8 +413,7 @@ def apply_update(obj: np.ndarray, probe: np.ndarray, results, *, update_probe: b
     new_probe = probe
     if update_probe:
         preg = regularisation * pden.max()
-        new_probe = orthogonalise_modes(((pnum + preg * probe) / (pden + preg)).astype(
-            probe.dtype))
+        new_probe = orthogonalise_modes((probe + pnum / (pden + preg)).astype(probe.dtype))
     return new_obj, new_probe
 
 

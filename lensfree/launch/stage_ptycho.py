@@ -21,6 +21,9 @@ from __future__ import annotations
 import bz2
 import logging
 import os
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -196,19 +199,38 @@ def read_scan(path: str) -> ScanInput:
 
 # ----------------------------------------------------------------------------- workers
 
-_amplitude_cache: dict = {}
+#: bytes of amplitudes a worker process keeps between iterations (LRU over blocks)
+AMPLITUDE_CACHE_BYTES = int(float(os.environ.get("LENSFREE_PTYCHO_CACHE_MB", "4096")) * 2**20)
+
+_amplitude_cache: OrderedDict = OrderedDict()
+_amplitude_lock = threading.Lock()
 
 
 def _block_amplitudes(path: str, mask: np.ndarray, index: np.ndarray):
-    """``(amplitude, valid)`` of a block's frames, read once per process and kept."""
-    key = (path, index.tobytes())
-    hit = _amplitude_cache.get(key)
-    if hit is None:
-        frames = zarr.open_array(os.path.join(path, "frames"), mode="r")
-        block = frames.get_orthogonal_selection((index, slice(None), slice(None)))
-        hit = _amplitude_cache[key] = pt.prepare_amplitudes(block, mask)
-        if len(_amplitude_cache) > 4096:
-            _amplitude_cache.pop(next(iter(_amplitude_cache)))
+    """``(amplitude, valid or None)`` of a block's frames, read once per process and kept
+    for the next iterations (LRU, `AMPLITUDE_CACHE_BYTES`). The key holds the frames'
+    metadata time, so a store rewritten at the same path is read again."""
+    try:
+        stamp = os.stat(os.path.join(path, "frames", "zarr.json")).st_mtime_ns
+    except OSError:
+        stamp = 0
+    key = (os.path.abspath(path), stamp, index.tobytes())
+    with _amplitude_lock:
+        hit = _amplitude_cache.get(key)
+        if hit is not None:
+            _amplitude_cache.move_to_end(key)
+            return hit
+    frames = zarr.open_array(os.path.join(path, "frames"), mode="r")
+    block = frames.get_orthogonal_selection((index, slice(None), slice(None)))
+    amp, valid = pt.prepare_amplitudes(block, mask)
+    hit = (amp, None if valid.all() else valid)
+    with _amplitude_lock:
+        _amplitude_cache[key] = hit
+        total = sum(a.nbytes + (v.nbytes if v is not None else 0)
+                    for a, v in _amplitude_cache.values())
+        while total > AMPLITUDE_CACHE_BYTES and len(_amplitude_cache) > 1:
+            a, v = _amplitude_cache.popitem(last=False)[1]
+            total -= a.nbytes + (v.nbytes if v is not None else 0)
     return hit
 
 
@@ -309,7 +331,9 @@ def run_ptycho(backend: Backend, frames_path: str, out: str,
     if backend.is_root:
         amp_all = zarr.open_array(os.path.join(frames_path, "frames"), mode="r")
         total = _total_power(amp_all, scan.store.mask)
+    seconds = []
     for it in range(start, p.iterations):
+        t0 = time.perf_counter()
         refine = p.refines_at(it)
         crops, fractions = pt.corners(positions, origin, shape, (h, w))
         if p.engine == "parallel":
@@ -330,6 +354,7 @@ def run_ptycho(backend: Backend, frames_path: str, out: str,
                         steps[index] = r.steps
         elif backend.is_root:
             amp, valid = _block_amplitudes(frames_path, scan.store.mask, np.arange(n))
+            valid = np.ones(amp.shape, bool) if valid is None else valid
             order = np.random.default_rng([p.seed, it]).permutation(n)
             e, steps = pt.pie_iteration(obj, probe, crops, fractions, amp, valid, order,
                                         engine=p.engine, alpha=p.object_step, beta=p.beta,
@@ -344,9 +369,13 @@ def run_ptycho(backend: Backend, frames_path: str, out: str,
             if done % params.checkpoint_every == 0 or done == p.iterations:
                 _checkpoint(group, scan, obj, probe, positions, errors, done)
         obj, probe, positions = backend.bcast((obj, probe, positions))
+        seconds.append(time.perf_counter() - t0)
     if not backend.is_root:
         return None
     attrs = {"final_error": float(errors[-1]), "n_blocks": n_blocks,
+             # wall time of one iteration on this run's back end (median over those run
+             # by this invocation; the first also reads the frames and plans the FFTs)
+             "seconds_per_iteration": float(np.median(seconds)) if seconds else None,
              "position_shift_rms_px": float(np.sqrt(np.mean(np.sum(
                  (positions - initial) ** 2, axis=1))))}
     runstore.finish_stage(group, **attrs)

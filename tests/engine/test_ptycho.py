@@ -54,10 +54,31 @@ def test_true_model_is_a_fixed_point(scan):
     # not 0: the probe's weak tails wrap round the frame edges when it is shifted
     assert sum(r.error.sum() for r in res) < 2e-3 * (amp**2).sum()
     assert np.abs(np.concatenate([r.steps for r in res])).max() < 0.1
-    new, _ = pt.apply_update(obj, scan.probe, res, update_probe=True)
+    new, new_probe = pt.apply_update(obj, scan.probe, res, update_probe=True)
     lit = pt.illumination(crops, scan.probe, shape)
     lit = lit > 0.1 * lit.max()
     assert np.abs(new - obj)[lit].max() < 0.02
+    # the probe moves by increments that vanish at the fixed point
+    assert np.abs(new_probe - scan.probe).max() < 0.02 * np.abs(scan.probe).max()
+
+
+def test_masked_pixels_are_left_free(scan):
+    """All-valid and ``valid=None`` give the same sums; an unmeasured pixel drops out of the
+    error and keeps the model's own amplitude."""
+    amp, valid = pt.prepare_amplitudes(scan.frames)
+    origin, shape = pt.object_frame(scan.positions, (32, 32))
+    obj = np.ones(shape, np.complex64)
+    crops, fractions = pt.corners(scan.positions, origin, shape, (32, 32))
+    probe = pt.initial_probe(scan.probe_guess, amp, 1)
+    a = pt.block_update(obj, probe, crops, fractions, amp, valid, refine=True)
+    b = pt.block_update(obj, probe, crops, fractions, amp, None, refine=True)
+    for name in ("obj_num", "obj_den", "probe_num", "probe_den", "error", "steps"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    holes = valid.copy()
+    holes[:, 0, 0] = False  # zero frequency unmeasured (a beam stop)
+    c = pt.block_update(obj, probe, crops, fractions, amp, holes)
+    assert np.all(c.error < a.error)
+    assert np.all(np.isfinite(c.obj_num)) and not np.allclose(c.obj_num, a.obj_num)
 
 
 def test_block_split_does_not_change_the_sums(scan):
