@@ -320,7 +320,7 @@ def write_report(run_path: str, out_dir: str) -> list[str]:
     from lensfree.io import runstore
 
     run = runstore.open_run(run_path, mode="r")
-    done = [name for name in ("ensemble", "phasing", "gather", "fit")
+    done = [name for name in ("ensemble", "phasing", "gather", "fit", "ptycho")
             if runstore.is_complete(run, name)]
     if not done:
         raise LensfreeError(f"{run_path}: no finished stage to report on")
@@ -336,6 +336,10 @@ def write_report(run_path: str, out_dir: str) -> list[str]:
                   ("errors.png", plot_errors, "Error per generation")]
     if "gather" in done:
         plots += [("average.png", plot_average, "Average"), ("prtf.png", plot_prtf, "PRTF")]
+    if "ptycho" in done:
+        from lensfree.io.report_ptycho import PTYCHO_PLOTS
+
+        plots += PTYCHO_PLOTS
     os.makedirs(out_dir, exist_ok=True)
     written, figures = [], []
     for name, plot, title in plots:
@@ -404,6 +408,10 @@ def summary_markdown(run_path: str, run, done: list[str], figures) -> str:
         lines.append(f"- densities core {a['core_density']}, shell {a['shell_density']}; "
                      f"central speckle {a['speckle_diameter']:.1f} px left out")
         lines.append("")
+    if "ptycho" in done:
+        from lensfree.io.report_ptycho import summary_lines
+
+        lines += summary_lines(run)
     if figures:
         lines.append("## Figures")
         lines += [f"- {title}: ![{title}]({name})" for title, name in figures]

@@ -1,0 +1,108 @@
+"""Figures of a ptychography run (``ptycho/``): object, probe modes, errors, scan."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lensfree.io.report import _bare, _pyplot, _save
+
+
+def plot_object(run_path: str, out_png: str) -> str:
+    """Object amplitude and phase; pixels never illuminated are greyed out."""
+    import zarr
+
+    plt = _pyplot()
+    group = zarr.open_group(run_path, mode="r")["ptycho"]
+    obj = np.asarray(group["object"][...])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
+    im = axes[0].imshow(np.abs(obj), cmap="gray")
+    axes[0].set_title("object amplitude")
+    fig.colorbar(im, ax=axes[0], shrink=0.8)
+    im = axes[1].imshow(np.angle(obj), cmap="twilight", vmin=-np.pi, vmax=np.pi)
+    axes[1].set_title("object phase (rad)")
+    fig.colorbar(im, ax=axes[1], shrink=0.8)
+    for ax in axes:
+        _bare(ax)
+    return _save(fig, out_png)
+
+
+def plot_probe(run_path: str, out_png: str) -> str:
+    """Amplitude of every probe mode with its share of the total power."""
+    import zarr
+
+    plt = _pyplot()
+    probe = np.asarray(zarr.open_group(run_path, mode="r")["ptycho/probe"][...])
+    power = (np.abs(probe) ** 2).sum(axis=(1, 2))
+    share = power / power.sum()
+    fig, axes = plt.subplots(1, len(probe), figsize=(4 * len(probe), 4),
+                             constrained_layout=True, squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        ax.imshow(np.abs(probe[k]), cmap="magma")
+        ax.set_title(f"probe mode {k}: {share[k]:.1%} of the power", fontsize=10)
+        _bare(ax)
+    return _save(fig, out_png)
+
+
+def plot_ptycho_errors(run_path: str, out_png: str) -> str:
+    """Fourier error per iteration."""
+    import zarr
+
+    plt = _pyplot()
+    errors = np.asarray(zarr.open_group(run_path, mode="r")["ptycho/errors"][...])
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    done = np.isfinite(errors)
+    ax.semilogy(np.flatnonzero(done) + 1, errors[done], "-")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("Fourier error")
+    ax.set_title("error per iteration")
+    return _save(fig, out_png)
+
+
+def plot_scan(run_path: str, out_png: str) -> str:
+    """Scan positions with the refinement's corrections drawn as arrows (scaled up)."""
+    import zarr
+
+    plt = _pyplot()
+    group = zarr.open_group(run_path, mode="r")["ptycho"]
+    final = np.asarray(group["positions"][...])
+    initial = np.asarray(group["positions_initial"][...]) if "positions_initial" in group \
+        else final
+    unit = group.attrs.get("positions_unit", "px")
+    moves = final - initial
+    rms = float(np.sqrt((moves**2).sum(axis=1).mean()))
+    span = float(np.ptp(initial, axis=0).max()) or 1.0
+    scale = 0.05 * span / rms if rms > 0 else 1.0
+    fig, ax = plt.subplots(figsize=(6, 6), constrained_layout=True)
+    ax.plot(initial[:, 1], initial[:, 0], ".", color="0.5", ms=3, label="initial")
+    if rms > 0:
+        ax.quiver(initial[:, 1], initial[:, 0], moves[:, 1] * scale, moves[:, 0] * scale,
+                  angles="xy", scale_units="xy", scale=1, color="C3", width=0.003,
+                  label=f"correction x{scale:.1f}")
+    ax.set_aspect("equal")
+    ax.invert_yaxis()
+    ax.set_xlabel(f"x ({unit})")
+    ax.set_ylabel(f"y ({unit})")
+    ax.set_title(f"scan: {len(final)} positions, corrections {rms:.3g} {unit} RMS")
+    ax.legend(loc="upper right", fontsize=8)
+    return _save(fig, out_png)
+
+
+PTYCHO_PLOTS = [("object.png", plot_object, "Object"), ("probe.png", plot_probe, "Probe modes"),
+                ("ptycho_errors.png", plot_ptycho_errors, "Error per iteration"),
+                ("scan.png", plot_scan, "Scan and position corrections")]
+
+
+def summary_lines(run) -> list[str]:
+    a = run["ptycho"].attrs
+    engine = a.get("parameters", {}).get("engine", "?")
+    if isinstance(engine, dict):  # the engine's whole parameter set
+        engine = engine.get("engine", "?")
+    lines = ["## Ptychography",
+             f"- engine {engine}, {a.get('iterations_done', '?')} iterations, "
+             f"{run['ptycho/probe'].shape[0]} probe mode(s), "
+             f"{run['ptycho/positions'].shape[0]} positions"]
+    if a.get("final_error") is not None:
+        lines.append(f"- final Fourier error {a['final_error']:.4g}")
+    if a.get("position_shift_rms_px") is not None:
+        lines.append(f"- positions moved {a['position_shift_rms_px']:.3g} px RMS by refinement")
+    return [*lines, ""]
