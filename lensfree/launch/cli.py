@@ -427,14 +427,21 @@ def _stage3_parsers(sub) -> None:
     p.set_defaults(handler=_cmd_report)
 
 
-def _cmd_gather(args) -> int:
-    from lensfree.launch.stage_gather import GatherParams, run_gather
+def gather_params(args):
+    """GatherParams from parsed arguments; bad values become one-line errors."""
+    from lensfree.launch.stage_gather import GatherParams
 
     try:
-        params = GatherParams(fraction=args.fraction, upsample=args.upsample,
-                              members_per_task=args.members_per_task)
+        return GatherParams(fraction=args.fraction, upsample=args.upsample,
+                            members_per_task=args.members_per_task)
     except ValueError as exc:
         raise LensfreeError(f"gather {args.run}: {exc}") from None
+
+
+def _cmd_gather(args) -> int:
+    from lensfree.launch.stage_gather import run_gather
+
+    params = gather_params(args)
     model = None
     if args.model:
         from lensfree.io.images import load_image
@@ -457,17 +464,24 @@ def _cmd_gather(args) -> int:
     return 0
 
 
-def _cmd_fit(args) -> int:
-    from lensfree.launch.stage_fit import FitParams, parse_grid, run_fit
+def fit_params(args):
+    """FitParams from parsed arguments; bad values become one-line errors."""
+    from lensfree.launch.stage_fit import FitParams, parse_grid
 
     try:
-        params = FitParams(inner=parse_grid(args.inner, "--inner"),
-                           outer=parse_grid(args.outer, "--outer"),
-                           unit="px" if args.pixels else "nm", core_density=args.core_density,
-                           shell_density=args.shell_density,
-                           speckle_diameter=args.speckle_diameter, offset=args.offset)
+        return FitParams(inner=parse_grid(args.inner, "--inner"),
+                         outer=parse_grid(args.outer, "--outer"),
+                         unit="px" if args.pixels else "nm", core_density=args.core_density,
+                         shell_density=args.shell_density,
+                         speckle_diameter=args.speckle_diameter, offset=args.offset)
     except ValueError as exc:
         raise LensfreeError(f"fit core-shell: {exc}") from None
+
+
+def _cmd_fit(args) -> int:
+    from lensfree.launch.stage_fit import run_fit
+
+    params = fit_params(args)
     with _backend(args) as backend:
         _announce(backend)
         t0 = time.perf_counter()
@@ -500,7 +514,8 @@ def _cmd_run(args) -> int:
         raise LensfreeError(f"--var {bad[0]}: expected NAME=VALUE")
     doc = config.substitute(config.load(args.config), variables, args.config)
     planned = config.plan(args.config, doc, build_parser(), overrides,
-                          {"sum": sum_params, "phase": phase_params})
+                          {"sum": sum_params, "phase": phase_params, "gather": gather_params,
+                           "fit.core-shell": fit_params, "ptycho": ptycho_params})
     resolved = config.effective(planned)
     for name, stage_args in planned:  # every run store keeps the config that made it
         path = getattr(stage_args, "run", None) or (
@@ -647,12 +662,13 @@ def _cmd_simulate_ptycho(args) -> int:
     return 0
 
 
-def _cmd_ptycho(args) -> int:
+def ptycho_params(args):
+    """PtychoStageParams from parsed arguments; bad values become one-line errors."""
     from lensfree.engine.ptycho import PtychoParams
-    from lensfree.launch.stage_ptycho import PtychoStageParams, run_ptycho
+    from lensfree.launch.stage_ptycho import PtychoStageParams
 
     try:
-        params = PtychoStageParams(
+        return PtychoStageParams(
             engine=PtychoParams(
                 engine=args.engine, iterations=args.iterations, probe_modes=args.probe_modes,
                 alpha=args.alpha, beta=args.beta, probe_start=args.probe_start,
@@ -661,6 +677,12 @@ def _cmd_ptycho(args) -> int:
             blocks=args.blocks, checkpoint_every=args.checkpoint_every)
     except ValueError as exc:
         raise LensfreeError(f"ptycho: {exc}") from None
+
+
+def _cmd_ptycho(args) -> int:
+    from lensfree.launch.stage_ptycho import run_ptycho
+
+    params = ptycho_params(args)
     with _backend(args) as backend:
         _announce(backend)
         t0 = time.perf_counter()

@@ -71,3 +71,25 @@ def test_unknown_table_and_bad_toml(tmp_path, capsys):
     assert "[summ] is not a lensfree command" in capsys.readouterr().err
     assert main(["run", _write(tmp_path, "[sum\n")]) == 2
     assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_later_stages_are_checked_up_front_too(tmp_path, capsys):
+    cfg = _write(tmp_path, """
+[gather]
+run = "r.zarr"
+fraction = 2.0
+
+["fit".core-shell]
+run = "r.zarr"
+inner = "21:16:0.5"
+
+[ptycho]
+frames = "f.zarr"
+out = "p.zarr"
+iterations = 0
+""")
+    assert main(["run", cfg]) == 2
+    err = capsys.readouterr().err
+    assert "[gather]" in err and "fraction" in err
+    assert "[fit.core-shell]" in err and "--inner" in err
+    assert "[ptycho]" in err and "iterations" in err
