@@ -2,9 +2,10 @@
 
 The parallel engine runs each iteration as one ``backend.map`` over blocks of positions
 (spatially compact, from `partitioning.position_blocks`, a number fixed by the data, not
-by the workers). A block's task is small (iteration, block); the object, probe, crops and
-sub-pixel rests travel once per iteration as the shared value, and every worker reads its
-block's frames from the store once and keeps them. The root folds the blocks' sums in
+by the workers), two runs of consecutive blocks per worker. A task is small (iteration,
+run); the object, probe, crops and sub-pixel rests travel once per iteration as the shared
+value, and every worker process reads a block's frames from the store once and keeps their
+amplitudes for the next iterations (`_block_amplitudes`). The root folds the blocks' sums in
 block order (same numbers on every back end), updates object, probe and positions, and
 broadcasts them. ePIE and rPIE are serial and run on the root.
 
@@ -239,6 +240,7 @@ class _Shared:
     path: str
     mask: np.ndarray
     blocks: tuple
+    groups: tuple
     obj: np.ndarray
     probe: np.ndarray
     crops: np.ndarray
@@ -246,13 +248,26 @@ class _Shared:
     refine: bool
 
 
-def ptycho_block(task: tuple[int, int], shared: _Shared) -> pt.BlockResult:
-    """One block of one iteration: its positions' sums against the shared object/probe."""
-    _, b = task
-    index = shared.blocks[b]
-    amp, valid = _block_amplitudes(shared.path, shared.mask, index)
-    return pt.block_update(shared.obj, shared.probe, shared.crops[index],
-                           shared.fractions[index], amp, valid, refine=shared.refine)
+def ptycho_blocks(task: tuple[int, int], shared: _Shared) -> list[pt.BlockResult]:
+    """One task of one iteration: the sums of its run of blocks (``shared.groups``), each
+    block against the shared object and probe, one result per block."""
+    _, g = task
+    out = []
+    for b in shared.groups[g]:
+        index = shared.blocks[b]
+        amp, valid = _block_amplitudes(shared.path, shared.mask, index)
+        out.append(pt.block_update(shared.obj, shared.probe, shared.crops[index],
+                                   shared.fractions[index], amp, valid,
+                                   refine=shared.refine))
+    return out
+
+
+def _groups(n_blocks: int, n_workers: int) -> tuple:
+    """Blocks cut into runs of consecutive blocks, two runs per worker: few tasks per
+    iteration (each costs the scheduler a round trip), still some room to balance. The
+    numbers do not depend on it: every block is computed alone and folded in order."""
+    n = min(n_blocks, 2 * max(1, n_workers))
+    return tuple(tuple(int(b) for b in part) for part in np.array_split(np.arange(n_blocks), n))
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -296,6 +311,7 @@ def run_ptycho(backend: Backend, frames_path: str, out: str,
     if n_blocks > n:
         raise LensfreeError(f"--blocks {n_blocks}: more blocks than the {n} positions")
     blocks = tuple(position_blocks(initial, n_blocks))
+    groups = _groups(n_blocks, backend.n_workers)
     state = None
     if backend.is_root:
         run = runstore.open_run(out)
@@ -337,13 +353,14 @@ def run_ptycho(backend: Backend, frames_path: str, out: str,
         refine = p.refines_at(it)
         crops, fractions = pt.corners(positions, origin, shape, (h, w))
         if p.engine == "parallel":
-            shared = _Shared(frames_path, scan.store.mask, blocks, obj, probe, crops,
-                             fractions, refine)
-            tasks = [(it, b) for b in range(n_blocks)]
-            results = backend.map(ptycho_block, tasks, shared,
-                                  names=[f"ptycho-it{it:04d}-part{b}" for b in range(n_blocks)],
-                                  desc=f"iteration {it + 1}/{p.iterations}")
+            shared = _Shared(frames_path, scan.store.mask, blocks, groups, obj, probe,
+                             crops, fractions, refine)
+            tasks = [(it, g) for g in range(len(groups))]
+            parts = backend.map(ptycho_blocks, tasks, shared,
+                                names=[f"ptycho-it{it:04d}-part{g}" for g in range(len(groups))],
+                                desc=f"iteration {it + 1}/{p.iterations}")
             if backend.is_root:
+                results = [r for part in parts for r in part]  # block order
                 obj, probe = pt.apply_update(obj, probe, results,
                                              update_probe=it >= p.probe_start,
                                              regularisation=p.regularisation)
