@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import uuid
 
 import numpy as np
 import zarr
@@ -35,6 +36,7 @@ def begin_stage(run: zarr.Group, name: str, params: dict, inputs: dict) -> zarr.
     # the group appears with its attrs in one write: never without ``complete: false``
     return run.create_group(name, attributes=jsonable({
         "complete": False,
+        "run_id": uuid.uuid4().hex,  # tells this incarnation of the group from earlier ones
         "lensfree_version": lensfree.__version__,
         "started": _now(),
         "parameters": params,
