@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lensfree.engine.geometry import frequency_spacing
+
 GOOD, WEAK, STREAK, INVALID = "good", "weak", "streak", "invalid"
 
 
@@ -113,7 +115,7 @@ def frequencies(params: EnsembleParams):
     """Spatial frequencies (cycles per metre) of every detector row and column."""
     h, w = params.shape
     cy, cx = center(params)
-    dq = params.pixel_size_m / (params.wavelength_m * params.distance_m)
+    dq = frequency_spacing(params.pixel_size_m, params.wavelength_m, params.distance_m)
     return (np.arange(h) - cy) * dq, (np.arange(w) - cx) * dq
 
 

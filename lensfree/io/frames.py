@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
+from lensfree.engine import geometry as geo
 from lensfree.errors import LensfreeError
 
 GEOMETRY_KEYS = ("wavelength_m", "distance_m", "pixel_size_m")
@@ -42,7 +43,8 @@ class Geometry:
         """Real-space pixel ``dx = lambda z / (n p)`` of an n-pixel array of binned pixels."""
         if not self.known:
             return None
-        return self.wavelength_m * self.distance_m / (n * self.pixel_size_m * binning)
+        return geo.real_space_pixel(n, self.pixel_size_m * binning, self.wavelength_m,
+                                    self.distance_m)
 
     def as_attrs(self) -> dict:
         return {k: getattr(self, k) for k in GEOMETRY_KEYS if getattr(self, k) is not None}
