@@ -56,6 +56,19 @@ def assign(n_tasks: int, n_workers: int, worker: int) -> range:
     return range(start, start + base + (worker < extra))
 
 
+
+def fold_split(lo: int, hi: int) -> int:
+    """Where the fixed reduction tree splits the task indices [lo, hi) (``hi - lo >= 2``).
+
+    ``mid = lo + 2**floor(log2(hi - lo - 1))``: the left part is the largest power of two
+    shorter than the node, so subtrees are complete and the tree depends on the number of
+    tasks alone. Every back end folds partial results in this one tree, which makes
+    floating-point sums bit-identical on any back end and worker count.
+    """
+    if hi - lo < 2:
+        raise ValueError(f"node [{lo}, {hi}) has fewer than two tasks: nothing to split")
+    return lo + (1 << ((hi - lo - 1).bit_length() - 1))
+
 def position_blocks(positions, n_blocks: int) -> list:
     """Split scan positions into ``n_blocks`` spatially compact blocks of near-equal size.
 

@@ -1,0 +1,124 @@
+"""The MPI back end: SPMD under ``mpirun -n N lensfree ...``, rank 0 the root."""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+
+from lensfree.errors import LensfreeError
+from lensfree.launch.backends.base import Backend, check_tasks
+from lensfree.partitioning import assign, fold_split
+
+#: environment variables in which MPI launchers give the job's size
+_MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
+
+
+def mpi_world_size() -> int:
+    """Ranks in the MPI job this process was launched in (1 outside ``mpirun``)."""
+    for var in _MPI_SIZE_VARS:
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 1
+
+
+def _world():
+    """``MPI.COMM_WORLD``, or None without mpi4py (then no MPI job can be running it)."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return None
+    return MPI.COMM_WORLD
+
+
+class MPIBackend(Backend):
+    """SPMD under ``mpirun -n N lensfree ...``: every rank runs the stage; rank 0 is root."""
+
+    name = "mpi"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.comm = _world()
+        if self.comm is None:
+            raise LensfreeError("--backend mpi needs mpi4py: pip install 'lensfree[mpi]'")
+        self.rank = self.comm.Get_rank()
+        self.n_workers = self.comm.Get_size()
+        self.is_root = self.rank == 0
+
+    @classmethod
+    def process_rank(cls) -> int:
+        comm = _world()
+        return comm.Get_rank() if comm is not None else 0
+
+    @classmethod
+    def abort_job(cls, code: int) -> None:
+        comm = _world()
+        if comm is not None and comm.Get_size() > 1:
+            comm.Abort(code)  # one failing rank must not leave the others hanging
+
+    def map(self, fn, tasks, shared=None, *, names=None, desc=""):
+        mine = assign(len(tasks), self.n_workers, self.rank)
+        local = []
+        # The root's bar counts its own block; ranks get blocks of equal length.
+        with self._bar(len(mine), desc) as bar:
+            for i in mine:
+                local.append(fn(tasks[i], shared))
+                bar.update()
+        gathered = self.comm.gather(local, root=0)
+        if not self.is_root:
+            return None
+        return [r for block in gathered for r in block]
+
+    def reduce(self, fn, tasks, shared=None, *, combine, names=None, desc=""):
+        """The fixed tree over the ranks' contiguous blocks of tasks (as `map` assigns them).
+
+        A node is evaluated by the rank that owns its first task: wholly inside that rank's
+        block it is plain recursion; spanning ranks, its right child comes by message from
+        the rank owning that child's first task, which evaluates it the same way. Every
+        rank receives from higher ranks only and sends without blocking, so the highest
+        rank never waits and none deadlocks; the root's value is then broadcast.
+        """
+        check_tasks(tasks)
+        n = len(tasks)
+        starts = [assign(n, self.n_workers, r).start for r in range(self.n_workers)]
+        mine = assign(n, self.n_workers, self.rank)
+
+        def owner(i):
+            return bisect_right(starts, i) - 1  # ranks with no tasks start at n
+
+        def node(lo, hi):
+            if hi - lo == 1:
+                value = fn(tasks[lo], shared)
+                bar.update()
+                return value
+            mid = fold_split(lo, hi)
+            left = node(lo, mid)
+            if owner(mid) == self.rank:
+                return combine(left, node(mid, hi))
+            return combine(left, self.comm.recv(source=owner(mid)))
+
+        def tops(lo, hi, parent_owner):
+            """The nodes this rank evaluates whole (its first task is ours, its parent's
+            is not), with the rank each goes to (None: the tree's root)."""
+            if owner(lo) == self.rank:
+                yield lo, hi, parent_owner
+            elif lo < mine.stop and mine.start < hi:
+                mid = fold_split(lo, hi)
+                yield from tops(lo, mid, owner(lo))
+                yield from tops(mid, hi, owner(lo))
+
+        result, sends = None, []
+        with self._bar(len(mine), desc) as bar:
+            for lo, hi, dest in tops(0, n, None):
+                value = node(lo, hi)
+                if dest is None:
+                    result = value
+                else:
+                    # ranks send and receive the nodes between them left to right, in
+                    # the same order, so no message needs a tag
+                    sends.append(self.comm.isend(value, dest=dest))
+        for request in sends:
+            request.wait()
+        return self.comm.bcast(result, root=0)
+
+    def bcast(self, obj):
+        return self.comm.bcast(obj, root=0)
