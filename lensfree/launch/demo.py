@@ -11,7 +11,9 @@ from lensfree.engine import scoring
 from lensfree.engine.phasing import PhasingParams
 from lensfree.engine.simulate import EnsembleParams
 from lensfree.io.frames import open_frames
-from lensfree.io.report import plot_ensemble, plot_phasing, write_report
+from lensfree.io.report import write_report
+from lensfree.io.report.ensemble import plot_pattern
+from lensfree.io.report.phasing import plot_members
 from lensfree.launch.stage_fit import FitParams, parse_grid, run_fit
 from lensfree.launch.stage_gather import GatherParams, run_gather
 from lensfree.launch.stage_phase import PhaseParams, run_phase
@@ -55,8 +57,8 @@ def run_demo(args, make_backend, announce) -> int:
         t4 = time.perf_counter()
         if not backend.is_root:
             return 0
-        png = plot_ensemble(run_path, os.path.join(out, "ensemble.png"))
-        png_phase = plot_phasing(run_path, os.path.join(out, "phasing.png"))
+        png = plot_pattern(run_path, os.path.join(out, "ensemble.png"))
+        png_phase = plot_members(run_path, os.path.join(out, "phasing.png"))
         t = truth["truth"]
         status = _status(run_path)
         planted = {k: set(t[k]) for k in ("weak", "streak", "invalid")}

@@ -1,17 +1,17 @@
-"""Figures of a ptychography run (``ptycho/``): object, probe modes, errors, scan."""
+"""Figures and summary of ``ptycho/``: object, probe modes, errors per iteration, scan."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from lensfree.io.report import _bare, _pyplot, _save
+from lensfree.io.report._common import Figure, Section, bare, pyplot, save
 
 
 def plot_object(run_path: str, out_png: str) -> str:
     """Object amplitude and phase; pixels never illuminated are greyed out."""
     import zarr
 
-    plt = _pyplot()
+    plt = pyplot()
     group = zarr.open_group(run_path, mode="r")["ptycho"]
     obj = np.asarray(group["object"][...])
     fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
@@ -22,15 +22,15 @@ def plot_object(run_path: str, out_png: str) -> str:
     axes[1].set_title("object phase (rad)")
     fig.colorbar(im, ax=axes[1], shrink=0.8)
     for ax in axes:
-        _bare(ax)
-    return _save(fig, out_png)
+        bare(ax)
+    return save(fig, out_png)
 
 
 def plot_probe(run_path: str, out_png: str) -> str:
     """Amplitude of every probe mode with its share of the total power."""
     import zarr
 
-    plt = _pyplot()
+    plt = pyplot()
     probe = np.asarray(zarr.open_group(run_path, mode="r")["ptycho/probe"][...])
     power = (np.abs(probe) ** 2).sum(axis=(1, 2))
     share = power / power.sum()
@@ -39,15 +39,15 @@ def plot_probe(run_path: str, out_png: str) -> str:
     for k, ax in enumerate(axes[0]):
         ax.imshow(np.abs(probe[k]), cmap="magma")
         ax.set_title(f"probe mode {k}: {share[k]:.1%} of the power", fontsize=10)
-        _bare(ax)
-    return _save(fig, out_png)
+        bare(ax)
+    return save(fig, out_png)
 
 
 def plot_ptycho_errors(run_path: str, out_png: str) -> str:
     """Fourier error per iteration."""
     import zarr
 
-    plt = _pyplot()
+    plt = pyplot()
     errors = np.asarray(zarr.open_group(run_path, mode="r")["ptycho/errors"][...])
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     done = np.isfinite(errors)
@@ -55,14 +55,14 @@ def plot_ptycho_errors(run_path: str, out_png: str) -> str:
     ax.set_xlabel("iteration")
     ax.set_ylabel("Fourier error")
     ax.set_title("error per iteration")
-    return _save(fig, out_png)
+    return save(fig, out_png)
 
 
 def plot_scan(run_path: str, out_png: str) -> str:
     """Scan positions with the refinement's corrections drawn as arrows (scaled up)."""
     import zarr
 
-    plt = _pyplot()
+    plt = pyplot()
     group = zarr.open_group(run_path, mode="r")["ptycho"]
     final = np.asarray(group["positions"][...])
     initial = np.asarray(group["positions_initial"][...]) if "positions_initial" in group \
@@ -84,15 +84,11 @@ def plot_scan(run_path: str, out_png: str) -> str:
     ax.set_ylabel(f"y ({unit})")
     ax.set_title(f"scan: {len(final)} positions, corrections {rms:.3g} {unit} RMS")
     ax.legend(loc="upper right", fontsize=8)
-    return _save(fig, out_png)
-
-
-PTYCHO_PLOTS = [("object.png", plot_object, "Object"), ("probe.png", plot_probe, "Probe modes"),
-                ("ptycho_errors.png", plot_ptycho_errors, "Error per iteration"),
-                ("scan.png", plot_scan, "Scan and position corrections")]
+    return save(fig, out_png)
 
 
 def summary_lines(run) -> list[str]:
+    """Engine, iterations, probe modes and positions; the final error and the refinement."""
     a = run["ptycho"].attrs
     engine = a.get("parameters", {}).get("engine", "?")
     if isinstance(engine, dict):  # the engine's whole parameter set
@@ -106,3 +102,11 @@ def summary_lines(run) -> list[str]:
     if a.get("position_shift_rms_px") is not None:
         lines.append(f"- positions moved {a['position_shift_rms_px']:.3g} px RMS by refinement")
     return [*lines, ""]
+
+
+SECTION = Section("ptycho", (
+    Figure("object.png", plot_object, "Object"),
+    Figure("probe.png", plot_probe, "Probe modes"),
+    Figure("ptycho_errors.png", plot_ptycho_errors, "Error per iteration"),
+    Figure("scan.png", plot_scan, "Scan and position corrections"),
+), summary_lines)

@@ -1,0 +1,94 @@
+"""Figures and summary of ``gather/``: the average and its PRTF."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lensfree.io.report._common import Figure, Section, bare, num, pyplot, save
+
+
+def plot_average(run_path: str, out_png: str) -> str:
+    """The gathered average (amplitude and phase), beside the model when there is one."""
+    import zarr
+
+    from lensfree.engine.scoring import align_to_model
+
+    plt = pyplot()
+    run = zarr.open_group(run_path, mode="r")
+    group = run["gather"]
+    average = np.asarray(group["average"][...])
+    model = None
+    if "truth" in run and "object" in run["truth"] and group.attrs.get("ssim") is not None:
+        model = np.abs(np.asarray(run["truth/object"][...]))
+    fig, axes = plt.subplots(1, 3 if model is not None else 2,
+                             figsize=(13 if model is not None else 9, 4.5),
+                             constrained_layout=True)
+    im = axes[0].imshow(np.abs(average), cmap="gray")
+    fig.colorbar(im, ax=axes[0], shrink=0.8)
+    axes[0].set_title(f"average of {group.attrs['n_selected']}: amplitude", fontsize=10)
+    phase = np.ma.masked_where(np.abs(average) < 0.1 * np.abs(average).max(), np.angle(average))
+    im = axes[1].imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)
+    fig.colorbar(im, ax=axes[1], shrink=0.8)
+    axes[1].set_title("phase (rad)", fontsize=10)
+    if model is not None:
+        axes[2].imshow(np.hstack([align_to_model(average, model), model]), cmap="gray")
+        axes[2].set_title(f"aligned | model: SSIM {group.attrs['ssim']:.3f}", fontsize=10)
+    for ax in axes:
+        bare(ax)
+    return save(fig, out_png)
+
+
+def plot_prtf(run_path: str, out_png: str) -> str:
+    """The PRTF against spatial frequency, the 1/e line and the resolution it gives."""
+    import zarr
+
+    plt = pyplot()
+    group = zarr.open_group(run_path, mode="r")["gather"]
+    a = group.attrs
+    q = np.asarray(group["q"][...])
+    curve = np.asarray(group["prtf"][...])
+    pixel = a.get("real_space_pixel_m")
+    scale, unit = (1e-9 / pixel, "1/nm") if pixel else (1.0, "cycles/pixel")
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    ax.plot(q * scale, curve, "o-", ms=3, label="PRTF")
+    ax.axhline(a["prtf_threshold"], color="tab:red", ls="--", label="1/e")
+    ax.axvline(a["q_cut"] * scale, color="tab:gray", ls=":")
+    if a.get("prtf_floor") is not None:
+        ax.axhline(a["prtf_floor"], color="0.6", ls="-.",
+                   label=f"chance level of {a['n_selected']} members")
+    res = f"{a['resolution_px']:.2f} px"
+    if a.get("resolution_m"):
+        res += f" = {a['resolution_m'] * 1e9:.2f} nm"
+    edge = "" if a.get("resolution_reached", True) else " (never below 1/e: data edge)"
+    ax.set_title(f"PRTF of {a['n_selected']} members: half-period resolution {res}{edge}",
+                 fontsize=10)
+    ax.set_xlabel(f"q ({unit})")
+    ax.set_ylabel("PRTF")
+    ax.set_ylim(0, max(1.05, float(np.nanmax(curve)) * 1.05) if np.isfinite(curve).any()
+                else 1.05)
+    ax.legend()
+    return save(fig, out_png)
+
+
+def summary_lines(run) -> list[str]:
+    """Members averaged, resolution, R-factor and SSIM against a model."""
+    a = run["gather"].attrs
+    res = f"{a['resolution_px']:.2f} px"
+    if a.get("resolution_m"):
+        res += f" ({a['resolution_m'] * 1e9:.2f} nm)"
+    lines = ["## Gather",
+             f"- best {a['n_selected']} of {a.get('n_members', '?')} members "
+             f"(fraction {a['parameters']['fraction']}), aligned to member "
+             f"{a['reference_member']}",
+             f"- half-period resolution (PRTF 1/e): {res}"
+             + ("" if a.get("resolution_reached", True) else ", limited by the data edge"),
+             f"- R-factor of the average: {num(a['r_factor'])}"]
+    if a.get("ssim") is not None:
+        lines.append(f"- SSIM against the model ({a.get('model')}): {a['ssim']:.4f}")
+    return [*lines, ""]
+
+
+SECTION = Section("gather", (
+    Figure("average.png", plot_average, "Average"),
+    Figure("prtf.png", plot_prtf, "PRTF"),
+), summary_lines)

@@ -1,0 +1,83 @@
+"""Figures and summary of ``phasing/``: the best members and the error per generation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lensfree.io.report._common import Figure, Section, bare, num, pyplot, save
+
+
+def _best_members(group, n_best: int):
+    errors = np.asarray(group["errors"][...])
+    final = errors[-1]
+    order = np.argsort(np.where(np.isfinite(final), final, np.inf), kind="stable")[:n_best]
+    return errors, order
+
+
+def plot_members(run_path: str, out_png: str, n_best: int = 4) -> str:
+    """Amplitude and phase of the best members of the last generation."""
+    import zarr
+
+    plt = pyplot()
+    group = zarr.open_group(run_path, mode="r")["phasing"]
+    errors, order = _best_members(group, n_best)
+    fig, axes = plt.subplots(2, len(order), figsize=(3 * len(order), 6), squeeze=False,
+                             constrained_layout=True)
+    for col, m in enumerate(order):
+        obj = np.asarray(group["objects"][int(m)])
+        axes[0, col].imshow(np.abs(obj), cmap="gray")
+        axes[0, col].set_title(f"member {m}: R_F {errors[-1, m]:.4f}", fontsize=9)
+        phase = np.ma.masked_where(np.abs(obj) < 0.1 * np.abs(obj).max(), np.angle(obj))
+        axes[1, col].imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)
+        axes[1, col].set_title("phase", fontsize=9)
+    for ax in axes.ravel():
+        bare(ax)
+    return save(fig, out_png)
+
+
+def plot_errors(run_path: str, out_png: str) -> str:
+    """Final error of every member per generation, with the best and the median."""
+    import zarr
+
+    plt = pyplot()
+    group = zarr.open_group(run_path, mode="r")["phasing"]
+    errors = np.asarray(group["errors"][...])
+    gen = np.arange(1, errors.shape[0] + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    ax = axes[0]
+    ax.plot(np.repeat(gen, errors.shape[1]), errors.ravel(), ".", color="0.7", label="members")
+    ax.plot(gen, np.nanmin(errors, axis=1), "o-", label="best")
+    ax.plot(gen, np.nanmedian(errors, axis=1), "s--", label="median")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("final R_F")
+    ax.set_xticks(gen)
+    ax.legend()
+    ax.set_title("error per generation")
+    best = int(np.nanargmin(errors[-1]))
+    if "r_fourier" in group:
+        axes[1].semilogy(np.asarray(group["r_fourier"][-1, best]))
+        axes[1].set_xlabel("iteration")
+        axes[1].set_ylabel("R_F")
+        axes[1].set_title(f"last generation, best member {best}")
+    else:
+        axes[1].set_visible(False)
+    return save(fig, out_png)
+
+
+def summary_lines(run) -> list[str]:
+    """Population, generations, schedule and seed; the best member's error."""
+    a = run["phasing"].attrs
+    p = a.get("parameters", {})
+    return ["## Phasing",
+            f"- {p.get('population', '?')} members x {p.get('generations', '?')} "
+            f"generations, schedule `{a.get('schedule', p.get('schedule'))}`, "
+            f"seed {a.get('seed')}",
+            f"- best member {a.get('best_member')}: R_F {num(a.get('best_error'))} "
+            f"(median {num(a.get('median_error'))})",
+            ""]
+
+
+SECTION = Section("phasing", (
+    Figure("members.png", plot_members, "Best members"),
+    Figure("errors.png", plot_errors, "Error per generation"),
+), summary_lines)
