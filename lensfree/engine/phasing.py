@@ -1,4 +1,4 @@
-"""Iterative phase retrieval: projections, ER, HIO, RAAR, shrinkwrap, error metrics.
+"""Iterative phase retrieval: parameters, the state of one run, error metrics, ``run``.
 
 SCIENCE.md section 2. Notation: ``rho`` object (exit wave), ``F`` the 2D DFT, ``A``
 measured Fourier amplitude, ``V`` valid (measured) pixels, ``S`` support,
@@ -8,9 +8,11 @@ Layouts: ``amplitude`` and ``valid`` come centred (zero frequency at ``(h // 2, 
 as stored) and are shifted once at set-up; inside the loop the transform has zero
 frequency at ``[0, 0]``. Real-space arrays (``rho``, ``support``) are used as given.
 
-Schedules (:class:`Step`, :class:`ER`, :class:`HIO`, :class:`RAAR`,
-:func:`parse_schedule`, :func:`as_schedule`) live in :mod:`lensfree.engine.schedule` and
-are re-exported here.
+The algorithms are the schedule's steps (:class:`Step`, :class:`ER`, :class:`HIO`,
+:class:`RAAR`, :func:`parse_schedule`, :func:`as_schedule`, :func:`n_iterations`, in
+:mod:`lensfree.engine.schedule`); each applies itself to the run's state. The projections
+and support estimates (:func:`modulus_projection` aside) live in
+:mod:`lensfree.engine.projections`. Both modules' names are re-exported here.
 
 Memory and speed: one run works in place on two complex64 and five float32 arrays of
 its size (plus boolean masks), about 36 bytes a pixel (a third complex array for RAAR and
@@ -38,20 +40,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from .fft import empty_aligned, get_fft2
-from .schedule import ER, HIO, RAAR, Step, as_schedule, parse_schedule
+from .projections import (
+    autocorrelation_support,
+    fourier_r_factor,
+    huang_regions,
+    modulus_inplace,
+    shrinkwrap,
+    support_projection,
+)
+from .schedule import (
+    ER,
+    HIO,
+    RAAR,
+    PhasingState,
+    Step,
+    as_schedule,
+    n_iterations,
+    parse_schedule,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ER", "HIO", "RAAR", "PhasingErrors", "PhasingParams", "Step", "as_schedule",
-    "autocorrelation_support", "fourier_r_factor", "huang_regions", "modulus_projection",
-    "parse_schedule", "run", "shrinkwrap", "support_projection",
+    "ER", "HIO", "RAAR", "PhasingErrors", "PhasingParams", "PhasingState", "Step",
+    "as_schedule", "autocorrelation_support", "fourier_r_factor", "huang_regions",
+    "modulus_projection", "n_iterations", "parse_schedule", "run", "shrinkwrap",
+    "support_projection",
 ]
 
-_TINY = np.float32(1e-30)  # floor for |F rho| where it is exactly zero
 POSITIVITY = ("none", "real", "real-nonneg")
 
 # ----------------------------------------------------------------------------- parameters
@@ -145,19 +163,6 @@ class PhasingErrors:
 # ----------------------------------------------------------------------------- projections
 
 
-def huang_regions(amplitude: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
-    """Huang's region B: measured pixels whose intensity is below the noise level.
-
-    The intensity ``A^2`` is smoothed over measured pixels (normalised Gaussian, 1 pixel)
-    and thresholded at ``sigma``, the background standard deviation, giving a region
-    rather than isolated pixels. ``G = V & ~B``; ``M = ~V``. Any layout (periodic).
-    """
-    weight = valid.astype(np.float64)
-    smooth = ndimage.gaussian_filter(amplitude.astype(np.float64) ** 2 * weight, 1, mode="wrap")
-    norm = ndimage.gaussian_filter(weight, 1, mode="wrap")
-    return valid & (smooth <= sigma * np.maximum(norm, 1e-12))
-
-
 def _targets(amplitude, valid, params) -> tuple[np.ndarray, np.ndarray]:
     """(measured A with 0 where missing, modulus target) as float32; the same array
     unless Huang mode caps region B at ``alpha min(A, sqrt(3 sigma))``."""
@@ -167,35 +172,6 @@ def _targets(amplitude, valid, params) -> tuple[np.ndarray, np.ndarray]:
     b = huang_regions(amplitude, valid, params.huang_sigma)
     capped = params.huang_alpha * np.minimum(measured, np.sqrt(3 * params.huang_sigma))
     return measured, np.where(b, capped, measured).astype(np.float32)
-
-
-def _modulus_inplace(psi, measured, target, valid_f, missing, mag, work, scale, guard,
-                     errors=True):
-    """``psi <- P_M psi`` in place, ``P_M`` scaled by ``scale``; returns
-    ``(sum_V ||psi| - A|, ||psi'||^2)``, or NaNs without ``errors`` (then ``measured``
-    and ``valid_f`` are not read).
-
-    ``target`` holds ``scale`` times the modulus target on measured pixels; where missing
-    it takes ``scale |psi|`` (the field floats). ``measured`` is ``A``, 0 where missing,
-    ``valid_f`` is V as 1.0/0.0, ``missing`` None when every pixel is measured; all
-    float32, C-contiguous. ``guard`` floors ``|psi|`` to avoid 0/0 (callers retry with it
-    when a NaN shows up).
-    """
-    np.abs(psi, out=mag)
-    if guard:
-        np.maximum(mag, _TINY, out=mag)
-    if missing is not None:
-        np.multiply(mag, scale, out=target, where=missing)
-    r_sum = energy = math.nan
-    if errors:
-        np.subtract(measured, mag, out=work)
-        np.abs(work, out=work)
-        work_flat, target_flat = work.reshape(-1), target.reshape(-1)
-        r_sum = np.dot(work_flat, valid_f.reshape(-1))
-        energy = np.dot(target_flat, target_flat)  # |psi'| = |target|
-    np.divide(target, mag, out=work)
-    np.multiply(psi, work, out=psi)
-    return float(r_sum), float(energy)
 
 
 def modulus_projection(
@@ -221,75 +197,21 @@ def modulus_projection(
     missing = ~valid if not valid.all() else None
     mag, work = np.empty(out.shape, np.float32), np.empty(out.shape, np.float32)
     a_sum = float(measured.sum(dtype=np.float64))
-    r_sum, _ = _modulus_inplace(out, measured, target, valid.astype(np.float32), missing,
-                                mag, work, 1.0, True)
+    r_sum, _ = modulus_inplace(out, measured, target, valid.astype(np.float32), missing,
+                               mag, work, 1.0, True)
     return out, r_sum / a_sum if a_sum > 0 else math.nan
 
 
-def support_projection(rho: np.ndarray, support: np.ndarray, positivity: str = "none"):
-    """``P_S``: zero outside ``support``; with positivity, clip the real part at 0
-    (``"real"``) or also drop the imaginary part (``"real-nonneg"``). Returns a new array."""
-    out = np.array(rho, dtype=np.complex64)
-    _constrain(out, ~support, positivity)
-    return out
+# ----------------------------------------------------------------------------- state
 
 
-def _constrain(x: np.ndarray, outside: np.ndarray, positivity: str) -> None:
-    if positivity == "real-nonneg":
-        x.imag[...] = 0
-    if positivity != "none":
-        np.maximum(x.real, 0, out=x.real)
-    np.copyto(x, 0, where=outside)
-
-
-def shrinkwrap(rho: np.ndarray, sigma: float, threshold: float, opening: bool = False):
-    """New support: ``|rho|`` blurred by a Gaussian of ``sigma`` pixels (periodic), above
-    ``threshold`` times its maximum (Marchesini 2003); optionally morphologically opened."""
-    blurred = ndimage.gaussian_filter(np.abs(rho), sigma, mode="wrap")
-    support = blurred > threshold * blurred.max()
-    if opening:
-        opened = ndimage.binary_opening(support)
-        support = opened if opened.any() else support  # never open a support away
-    return support
-
-
-def autocorrelation_support(
-    amplitude: np.ndarray, valid: np.ndarray, threshold: float = 0.1, sigma: float = 1.0
-) -> np.ndarray:
-    """Initial support: the thresholded object autocorrelation ``|F^-1 I|``.
-
-    The autocorrelation of ``rho`` is ``F^-1 |F rho|^2``; its support is twice the object's
-    extent, a safe loose start for shrinkwrap. Missing pixels contribute 0. The result is
-    centred at ``(h // 2, w // 2)``, blurred by ``sigma`` pixels and thresholded at
-    ``threshold`` times its maximum.
-
-    Parameters
-    ----------
-    amplitude, valid : (h, w) arrays, centred
-        Measured amplitude and valid mask.
-    """
-    intensity = np.where(valid, amplitude.astype(np.float64) ** 2, 0)
-    ac = np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(intensity))))
-    if sigma > 0:
-        ac = ndimage.gaussian_filter(ac, sigma, mode="wrap")
-    return ac > threshold * ac.max()
-
-
-def fourier_r_factor(rho: np.ndarray, amplitude: np.ndarray, valid: np.ndarray) -> float:
-    """``R_F = sum_V ||F rho| - A| / sum_V A`` for centred ``amplitude`` and ``valid``."""
-    mag = np.abs(np.fft.fftshift(np.fft.fft2(rho)))
-    return float(np.abs(mag - amplitude)[valid].sum() / amplitude[valid].sum())
-
-
-# ----------------------------------------------------------------------------- iterations
-
-
-class _Member:
-    """The preallocated state of one run; every iteration works in place on it."""
+class _State:
+    """The preallocated state of one run (a :class:`PhasingState`); the steps of the
+    schedule work in place on it."""
 
     def __init__(self, amplitude, valid, rho0, support, params: PhasingParams):
         shape = amplitude.shape
-        self.params, self.size = params, amplitude.size
+        self.beta, self.positivity, self.size = params.beta, params.positivity, amplitude.size
         self.fft = get_fft2(shape, np.complex64, params.fft_threads)
         measured, target = _targets(amplitude, valid, params)
         self.a_sum = float(measured.sum(dtype=np.float64))
@@ -332,9 +254,9 @@ class _Member:
 
     def _project(self, scale, guard, record):
         self.fft.forward(self.rho, self.psi)
-        out = _modulus_inplace(self.psi, self.measured, self.target, self.valid_f,
-                               self.missing, self.mag, self.work,
-                               np.float32(scale / self.size), guard, record)
+        out = modulus_inplace(self.psi, self.measured, self.target, self.valid_f,
+                              self.missing, self.mag, self.work,
+                              np.float32(scale / self.size), guard, record)
         self.fft.inverse(self.psi, self.psi, normalise=False)
         return out
 
@@ -345,71 +267,11 @@ class _Member:
             self._scratch = empty_aligned(self.rho.shape, np.complex64)
         return self._scratch
 
-    def _outside_energy(self) -> float:
+    def outside_energy(self) -> float:
         """``||w outside S||^2``."""
         np.multiply(self.w, self.inside_f, out=self.scratch)
         np.subtract(self.w, self.scratch, out=self.scratch)
         return float(np.vdot(self.scratch, self.scratch).real)
-
-    def hio(self, beta: float, record: bool = True) -> tuple[float, float]:
-        """Inside S: ``rho <- rho_m``; outside: ``rho <- rho - beta rho_m``."""
-        r, total = self.fourier(-beta, record)  # w = -beta rho_m
-        if not record:  # the same values in two passes (w is not needed afterwards)
-            np.add(self.rho, self.w, out=self.rho)
-            np.multiply(self.w, -1.0 / beta, out=self.rho, where=self.inside)
-            return r, math.nan
-        np.multiply(self.w, -1.0 / beta, out=self.rho, where=self.inside)
-        np.copyto(self.w, 0, where=self.inside)
-        outside = float(np.vdot(self.w, self.w).real)
-        np.add(self.rho, self.w, out=self.rho)
-        return r, _ratio(outside, total)
-
-    def er(self, record: bool = True) -> tuple[float, float]:
-        """``rho <- P_S rho_m``."""
-        r, total = self.fourier(1.0, record)  # w = rho_m
-        np.multiply(self.w, self.inside_f, out=self.rho)
-        if not record:
-            return r, math.nan
-        np.subtract(self.w, self.rho, out=self.w)
-        return r, _ratio(float(np.vdot(self.w, self.w).real), total)
-
-    def constrained(self, algorithm: str, beta: float, record: bool = True
-                    ) -> tuple[float, float]:
-        """ER, HIO and RAAR with positivity, and RAAR: the general (slower) forms."""
-        positivity = self.params.positivity
-        r, total = self.fourier(1.0, record)  # w = rho_m
-        e_s = _ratio(self._outside_energy(), total) if record else math.nan
-        rho, w, psi = self.rho, self.w, self.scratch
-        if algorithm == "ER":
-            np.copyto(rho, w)
-            _constrain(rho, self.outside, positivity)
-        elif algorithm == "HIO":  # Fienup: feedback wherever the constraint is violated
-            np.greater_equal(w.real, 0, out=self.good)
-            np.logical_and(self.good, self.inside, out=self.good)
-            np.multiply(w, -beta, out=psi)
-            np.add(rho, psi, out=rho)
-            if positivity == "real-nonneg":  # the imaginary part always takes feedback
-                np.copyto(rho.real, w.real, where=self.good)
-            else:
-                np.copyto(rho, w, where=self.good)
-        else:  # RAAR: beta P_C(2 rho_m - rho) + beta rho + (1 - 2 beta) rho_m
-            np.multiply(w, 2, out=psi)
-            np.subtract(psi, rho, out=psi)
-            _constrain(psi, self.outside, positivity)
-            np.add(rho, psi, out=rho)
-            np.multiply(rho, beta, out=rho)
-            np.multiply(w, 1 - 2 * beta, out=psi)
-            np.add(rho, psi, out=rho)
-        return r, e_s
-
-    def step_function(self, step: Step):
-        """``f(record) -> (R_F, E_S)``: one iteration of ``step``."""
-        beta = getattr(step, "beta", None) or self.params.beta
-        if self.params.positivity == "none" and step.name == "HIO":
-            return lambda record: self.hio(beta, record)
-        if self.params.positivity == "none" and step.name == "ER":
-            return self.er
-        return lambda record: self.constrained(step.name, beta, record)
 
     def r_factor(self) -> float:
         self.fft.forward(self.rho, self.psi)
@@ -417,10 +279,6 @@ class _Member:
         np.subtract(self.measured, self.mag, out=self.work)
         np.abs(self.work, out=self.work)
         return float(np.dot(self.work.ravel(), self.valid_f.ravel())) / self.a_sum
-
-
-def _ratio(outside: float, total: float) -> float:
-    return math.sqrt(outside / total) if total > 0 else 0.0
 
 
 def run(
@@ -463,28 +321,28 @@ def run(
     valid = np.asarray(valid, dtype=bool)
     if not valid.any():
         raise ValueError("no valid pixel in the diffraction pattern")
-    member = _Member(np.asarray(amplitude), valid, rho0, np.asarray(support, bool), params)
+    state = _State(np.asarray(amplitude), valid, rho0, np.asarray(support, bool), params)
     n_total = sum(step.iterations for step in steps)
     r_fourier, e_support = np.full(n_total, math.nan), np.full(n_total, math.nan)
     with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 is caught and redone
-        _iterate(member, steps, params, r_fourier, e_support)
-    errors = PhasingErrors(r_fourier, e_support, member.r_factor())
-    return member.rho, member.inside.copy(), errors
+        _iterate(state, steps, params, r_fourier, e_support)
+    errors = PhasingErrors(r_fourier, e_support, state.r_factor())
+    return state.rho, state.inside.copy(), errors
 
 
-def _iterate(member, steps, p, r_fourier, e_support) -> None:
+def _iterate(state, steps, p, r_fourier, e_support) -> None:
     n_total, it, every = len(r_fourier), 0, int(p.error_every)
     for step in steps:
-        iterate = member.step_function(step)
+        iterate = step.iterate
         last = it + step.iterations - 1
         log.debug("%s x %d from iteration %d", step.name, step.iterations, it)
         for _ in range(step.iterations):
             record = it % every == 0 or it == last
-            r_fourier[it], e_support[it] = iterate(record)
+            r_fourier[it], e_support[it] = iterate(state, record)
             it += 1
             if step.shrinkwrap and it % step.shrinkwrap == 0 and it < n_total:
                 frac = (it - 1) / max(n_total - 1, 1)
                 sigma = p.shrinkwrap_sigma_start + frac * (
                     p.shrinkwrap_sigma_end - p.shrinkwrap_sigma_start)
-                member.set_support(shrinkwrap(member.rho, sigma, p.shrinkwrap_threshold,
-                                              p.shrinkwrap_opening))
+                state.set_support(shrinkwrap(state.rho, sigma, p.shrinkwrap_threshold,
+                                             p.shrinkwrap_opening))

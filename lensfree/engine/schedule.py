@@ -1,29 +1,111 @@
-"""Phasing schedules: which algorithm runs for how many iterations.
+"""Phasing schedules: which algorithm runs for how many iterations, and the algorithms.
 
 A schedule is a string such as ``"HIO:400,ER:100;shrinkwrap=50"`` or
 ``"(HIO:9,ER:1)*80,ER:200"``, parsed once into a tuple of :class:`Step` objects (the
 lensfree counterpart of PyNX's ``ER()**100 * HIO()**400``). The same steps serve every
-back end; :mod:`lensfree.engine.phasing` runs them and re-exports these names.
+back end: they are small, immutable and picklable. Each step applies its own algorithm
+(:meth:`Step.iterate`) to the state of one run (:class:`PhasingState`), as PyNX's operators
+apply themselves to a CDI object: a new algorithm is one subclass with a ``name``, which
+also makes it known to :func:`parse_schedule`. :mod:`lensfree.engine.phasing` runs
+schedules and re-exports these names.
+
+An iteration starts with ``state.fourier(scale)``, which leaves ``w = scale rho_m`` with
+``rho_m = F^-1 P_M F rho``, then updates ``rho`` in place from ``rho`` and ``w``. The
+scalar (``-beta`` for HIO) rides on the modulus factor rather than costing a pass. With
+positivity, and for RAAR, the general (slower) forms run; without positivity ER and HIO
+take shortcuts that compute the same iterate.
+
+References
+----------
+J. R. Fienup, Appl. Opt. 21, 2758 (1982) (ER, HIO). D. R. Luke, Inverse Problems 21, 37
+(2005) (RAAR).
 """
 
 from __future__ import annotations
 
+import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
-__all__ = ["ER", "HIO", "RAAR", "Step", "as_schedule", "parse_schedule"]
+import numpy as np
+
+from .projections import constrain
+
+__all__ = ["ER", "HIO", "RAAR", "PhasingState", "Step", "as_schedule", "n_iterations",
+           "parse_schedule"]
+
+_ALGORITHMS: dict[str, type[Step]] = {}  # name (upper case) -> class, filled by subclassing
+
+
+class PhasingState(Protocol):
+    """What a step works on: the preallocated arrays of one run (made by
+    :func:`lensfree.engine.phasing.run`); every array has the pattern's shape and is
+    updated in place.
+
+    Attributes
+    ----------
+    rho : complex64
+        The iterate.
+    w : complex64
+        ``scale rho_m`` after :meth:`fourier`; free to overwrite afterwards.
+    inside, outside : bool
+        The support ``S`` and its complement.
+    inside_f : float32
+        ``S`` as 1.0 / 0.0.
+    good : bool
+        Scratch.
+    scratch : complex64
+        Scratch (allocated on first use).
+    beta : float
+        The run's feedback, for steps that give none.
+    positivity : {"none", "real", "real-nonneg"}
+        The object constraint inside ``S``.
+    """
+
+    rho: np.ndarray
+    w: np.ndarray
+    inside: np.ndarray
+    outside: np.ndarray
+    inside_f: np.ndarray
+    good: np.ndarray
+    scratch: np.ndarray
+    beta: float
+    positivity: str
+
+    def fourier(self, scale: float, record: bool = True) -> tuple[float, float]:
+        """``w <- scale rho_m``; returns ``(R_F of rho, ||w||^2)``, NaNs unless ``record``."""
+
+    def outside_energy(self) -> float:
+        """``||w outside S||^2`` (uses ``scratch``)."""
+
+
+def _ratio(outside: float, total: float) -> float:
+    """``E_S`` from the energy outside ``S`` and the total."""
+    return math.sqrt(outside / total) if total > 0 else 0.0
+
+
+def _general_fourier(state: PhasingState, record: bool) -> tuple[float, float]:
+    """``w <- rho_m``; returns ``(R_F, E_S)`` (NaNs unless ``record``)."""
+    r, total = state.fourier(1.0, record)
+    return r, _ratio(state.outside_energy(), total) if record else math.nan
 
 
 @dataclass(frozen=True)
-class Step:
+class Step(ABC):
     """``iterations`` of one algorithm; shrinkwrap every ``shrinkwrap`` iterations
     (counted over the whole schedule; 0 = never)."""
 
     iterations: int
     shrinkwrap: int = 0
     name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            _ALGORITHMS[cls.name.upper()] = cls
 
     def __post_init__(self):
         if int(self.iterations) != self.iterations or self.iterations < 1:
@@ -34,6 +116,15 @@ class Step:
         if beta is not None and not 0 < beta <= 1.5:
             raise ValueError(f"{self.name}: beta must be in (0, 1.5], got {beta}")
 
+    @abstractmethod
+    def iterate(self, state: PhasingState, record: bool = True) -> tuple[float, float]:
+        """One iteration on ``state``, in place.
+
+        Returns ``(R_F, E_S)``: ``R_F`` of the iterate entering the iteration and
+        ``E_S = ||rho_m outside S|| / ||rho_m||``; NaNs unless ``record`` (the iterate
+        does not depend on it).
+        """
+
 
 @dataclass(frozen=True)
 class ER(Step):
@@ -41,24 +132,82 @@ class ER(Step):
 
     name: ClassVar[str] = "ER"
 
+    def iterate(self, state: PhasingState, record: bool = True) -> tuple[float, float]:
+        if state.positivity != "none":
+            r, e_s = _general_fourier(state, record)
+            np.copyto(state.rho, state.w)
+            constrain(state.rho, state.outside, state.positivity)
+            return r, e_s
+        r, total = state.fourier(1.0, record)  # w = rho_m
+        np.multiply(state.w, state.inside_f, out=state.rho)
+        if not record:
+            return r, math.nan
+        np.subtract(state.w, state.rho, out=state.w)
+        return r, _ratio(float(np.vdot(state.w, state.w).real), total)
+
 
 @dataclass(frozen=True)
 class HIO(Step):
-    """Hybrid input-output; ``beta`` None takes :attr:`PhasingParams.beta`."""
+    """Hybrid input-output: ``rho <- rho_m`` where ``rho_m`` meets the constraints,
+    ``rho - beta rho_m`` elsewhere; ``beta`` None takes :attr:`PhasingParams.beta`."""
 
     beta: float | None = None
     name: ClassVar[str] = "HIO"
 
+    def iterate(self, state: PhasingState, record: bool = True) -> tuple[float, float]:
+        beta = self.beta or state.beta
+        if state.positivity != "none":
+            return self._constrained(state, beta, record)
+        rho, w, inside = state.rho, state.w, state.inside
+        r, total = state.fourier(-beta, record)  # w = -beta rho_m
+        if not record:  # the same values in two passes (w is not needed afterwards)
+            np.add(rho, w, out=rho)
+            np.multiply(w, -1.0 / beta, out=rho, where=inside)
+            return r, math.nan
+        np.multiply(w, -1.0 / beta, out=rho, where=inside)
+        np.copyto(w, 0, where=inside)
+        outside = float(np.vdot(w, w).real)
+        np.add(rho, w, out=rho)
+        return r, _ratio(outside, total)
+
+    @staticmethod
+    def _constrained(state: PhasingState, beta: float, record: bool) -> tuple[float, float]:
+        """Fienup's form with positivity: feedback wherever a constraint is violated."""
+        r, e_s = _general_fourier(state, record)
+        rho, w, psi, good = state.rho, state.w, state.scratch, state.good
+        np.greater_equal(w.real, 0, out=good)
+        np.logical_and(good, state.inside, out=good)
+        np.multiply(w, -beta, out=psi)
+        np.add(rho, psi, out=rho)
+        if state.positivity == "real-nonneg":  # the imaginary part always takes feedback
+            np.copyto(rho.real, w.real, where=good)
+        else:
+            np.copyto(rho, w, where=good)
+        return r, e_s
+
 
 @dataclass(frozen=True)
 class RAAR(Step):
-    """Relaxed averaged alternating reflections; ``beta`` None: :attr:`PhasingParams.beta`."""
+    """Relaxed averaged alternating reflections: ``rho <- beta P_C(2 rho_m - rho) +
+    beta rho + (1 - 2 beta) rho_m``; ``beta`` None: :attr:`PhasingParams.beta`."""
 
     beta: float | None = None
     name: ClassVar[str] = "RAAR"
 
+    def iterate(self, state: PhasingState, record: bool = True) -> tuple[float, float]:
+        beta = self.beta or state.beta
+        r, e_s = _general_fourier(state, record)
+        rho, w, psi = state.rho, state.w, state.scratch
+        np.multiply(w, 2, out=psi)
+        np.subtract(psi, rho, out=psi)
+        constrain(psi, state.outside, state.positivity)
+        np.add(rho, psi, out=rho)
+        np.multiply(rho, beta, out=rho)
+        np.multiply(w, 1 - 2 * beta, out=psi)
+        np.add(rho, psi, out=rho)
+        return r, e_s
 
-_ALGORITHMS = {"ER": ER, "HIO": HIO, "RAAR": RAAR}
+
 _ITEM = re.compile(r"^([A-Za-z]+):(\d+)(?::([0-9.eE+-]+))?$")
 _GROUP = re.compile(r"^\((.*)\)[*x](\d+)$")
 
@@ -88,8 +237,8 @@ def _parse_steps(text: str, shrinkwrap: int, whole: str) -> list[Step]:
         elif item and item.group(1).upper() in _ALGORITHMS and int(item.group(2)) > 0:
             cls = _ALGORITHMS[item.group(1).upper()]
             try:
-                if item.group(3) is not None and cls is ER:
-                    raise ValueError("ER takes no beta")
+                if item.group(3) is not None and "beta" not in cls.__dataclass_fields__:
+                    raise ValueError(f"{cls.name} takes no beta")
                 kwargs = {} if item.group(3) is None else {"beta": float(item.group(3))}
                 steps.append(cls(int(item.group(2)), shrinkwrap, **kwargs))
             except ValueError as exc:
@@ -151,3 +300,8 @@ def as_schedule(schedule: str | Sequence[Step]) -> tuple[Step, ...]:
     if not steps or not all(isinstance(s, Step) for s in steps):
         raise ValueError(f"schedule must be a string or a non-empty list of steps: {schedule}")
     return steps
+
+
+def n_iterations(schedule: str | Sequence[Step]) -> int:
+    """Iterations of a whole schedule (a string or steps, as :func:`as_schedule`)."""
+    return sum(step.iterations for step in as_schedule(schedule))
