@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, signal
 
+from lensfree.engine.params import at_least, check_fields, optional, param, positive, within
+
 #: frame_status codes (DESIGN.md run store contract)
 ACCEPTED, WEAK, CHI2, INVALID, BACKGROUND = 0, 1, 2, 3, 4
 STATUS_NAMES = {ACCEPTED: "accepted", WEAK: "weak", CHI2: "chi2", INVALID: "invalid",
@@ -30,23 +32,20 @@ class ScreenParams:
     annulus_width : width in pixels of the ring ``D`` next to the beam stop.
     """
 
-    weak_factor: float = 0.1
-    chi2_max: float | None = None
-    chi2_mad: float = 8.0
-    background_fraction: float = 0.01
-    annulus_width: int = 4
+    weak_factor: float = param(0.1, "weak: total below this times the median total",
+                               check=within(0, 1))
+    chi2_max: float | None = param(None, "edge-scatter chi-square limit",
+                                   check=optional(positive),
+                                   default_help="median + 8 * 1.4826 MAD")
+    chi2_mad: float = param(8.0, "MADs for the default chi-square limit", check=positive)
+    background_fraction: float = param(
+        0.01, "weakest share of surviving frames summed as background",
+        check=within(0, 0.5, closed="lo"))
+    annulus_width: int = param(4, "width of the edge-scatter ring next to the beam stop, px",
+                               check=at_least(1))
 
     def __post_init__(self):
-        if not 0 < self.weak_factor < 1:
-            raise ValueError(f"weak_factor={self.weak_factor} must be in (0, 1)")
-        if self.chi2_max is not None and self.chi2_max <= 0:
-            raise ValueError(f"chi2_max={self.chi2_max} must be positive")
-        if self.chi2_mad <= 0:
-            raise ValueError(f"chi2_mad={self.chi2_mad} must be positive")
-        if not 0 <= self.background_fraction < 0.5:
-            raise ValueError(f"background_fraction={self.background_fraction} must be in [0, 0.5)")
-        if self.annulus_width < 1:
-            raise ValueError(f"annulus_width={self.annulus_width} must be at least 1")
+        check_fields(self)
 
 
 def beamstop(mask: np.ndarray) -> np.ndarray | None:

@@ -7,10 +7,14 @@ of the sample plane; an ``n``-pixel array of such pixels therefore samples real 
 
 from __future__ import annotations
 
+import numpy as np
 
-def frequency_spacing(pixel_size_m: float, wavelength_m: float, distance_m: float) -> float:
-    """Spatial frequency of one detector pixel, ``p / (lambda z)``, in cycles per metre."""
-    return pixel_size_m / (wavelength_m * distance_m)
+
+def frequency_spacing(pixel_size_m, wavelength_m: float, distance_m: float):
+    """Spatial frequency of one detector pixel, ``p / (lambda z)``, in cycles per metre
+    (per axis when ``pixel_size_m`` is a (py, px) pair)."""
+    spacing = np.asarray(pixel_size_m, np.float64) / (wavelength_m * distance_m)
+    return float(spacing) if spacing.ndim == 0 else spacing
 
 
 def real_space_pixel(n: int, pixel_size_m: float, wavelength_m: float,

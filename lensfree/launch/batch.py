@@ -32,11 +32,6 @@ from dataclasses import dataclass
 from lensfree.errors import LensfreeError
 from lensfree.launch import config as config_mod
 
-#: run-store group each stage leaves complete
-STAGE_GROUPS = {"sum": "ensemble", "phase": "phasing", "gather": "gather",
-                "fit.core-shell": "fit", "ptycho": "ptycho"}
-
-
 @dataclass(frozen=True)
 class Dataset:
     name: str
@@ -77,22 +72,12 @@ def read_manifest(path: str, default_config: str | None = None) -> list[Dataset]
     return datasets
 
 
-def _stage_names(doc: dict, prefix: str = "") -> list[str]:
-    names = []
-    for key, value in doc.items():
-        if key == "execution" or not isinstance(value, dict):
-            continue
-        full = f"{prefix}{key}"
-        if full in STAGE_GROUPS:
-            names.append(full)
-        else:
-            names += _stage_names(value, f"{full}.")
-    return names
-
-
 def is_done(dataset: Dataset, doc: dict) -> bool:
     """True when the output holds every configured stage's group, complete."""
-    stages = [STAGE_GROUPS[s] for s in _stage_names(doc)]
+    from lensfree.launch.registry import STAGES
+
+    stages = [STAGES[name].group for name, _, _ in config_mod.tables(doc, STAGES)
+              if name in STAGES]
     if not stages or not os.path.isdir(dataset.output):
         return False
     import zarr

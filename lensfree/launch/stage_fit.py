@@ -17,22 +17,27 @@ pixels compared; attrs ``best_inner``, ``best_outer``, ``best_erf``, ``best_scal
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from lensfree.engine import ensemble, scoring
+from lensfree.engine import ensemble, geometry, scoring
+from lensfree.engine.params import check_fields, non_negative, optional, param
 from lensfree.errors import LensfreeError
 from lensfree.io import runstore
 from lensfree.launch.backends import Backend
+from lensfree.launch.stage import Context, Execution, Stage, run_stage
 
 log = logging.getLogger(__name__)
 
 UNITS = {"nm": 1e-9, "px": 1.0}
 
 
-def parse_grid(text: str, option: str = "grid") -> tuple[float, ...]:
-    """``"16:21:0.5"`` (start:stop:step, stop included), ``"19"`` or ``"18,19,20"``."""
+def parse_grid(text: str) -> tuple[float, ...]:
+    """``"16:21:0.5"`` (start:stop:step, stop included), ``"19"`` or ``"18,19,20"``.
+
+    Raises LensfreeError saying why the text gives no grid (the caller names the option).
+    """
     text = str(text).strip()
     try:
         if ":" in text:
@@ -41,19 +46,18 @@ def parse_grid(text: str, option: str = "grid") -> tuple[float, ...]:
                 raise ValueError
             start, stop, step = parts
             if not step > 0 or stop < start:
-                raise LensfreeError(f"{option} {text}: no grid points (need start <= stop "
-                                    "and a positive step)")
+                raise LensfreeError("no grid points (need start <= stop and a positive step)")
             n = int(np.floor((stop - start) / step + 1e-9)) + 1
             values = start + step * np.arange(n)
         else:
             values = np.array([float(p) for p in text.split(",") if p.strip()])
     except ValueError:
-        raise LensfreeError(f"{option} {text}: expected START:STOP:STEP, a value or a "
-                            "comma-separated list") from None
+        raise LensfreeError("expected START:STOP:STEP, a value or a comma-separated "
+                            "list") from None
     if values.size == 0:
-        raise LensfreeError(f"{option} {text}: no grid points")
+        raise LensfreeError("no grid points")
     if not (np.isfinite(values).all() and (values > 0).all()):
-        raise LensfreeError(f"{option} {text}: diameters must be positive")
+        raise LensfreeError("diameters must be positive")
     return tuple(float(round(v, 12)) for v in values)
 
 
@@ -71,15 +75,24 @@ class FitParams:
         `scoring.fit_core_shell`); False is the paper's scale-only model.
     """
 
-    inner: tuple[float, ...]
-    outer: tuple[float, ...]
-    unit: str = "nm"
-    core_density: float = 3.0
-    shell_density: float = 1.0
-    speckle_diameter: float | None = None
-    offset: bool = True
+    inner: tuple[float, ...] = param(parse_grid("16:21:0.5"), "core diameters "
+                                     "START:STOP:STEP (stop included), V or V1,V2",
+                                     parse=parse_grid, default_help="16:21:0.5")
+    outer: tuple[float, ...] = param(parse_grid("53:58:0.5"), "particle diameters",
+                                     parse=parse_grid, default_help="53:58:0.5")
+    unit: str = param("nm", "diameters in real-space pixels instead of nm", flag="pixels",
+                      action="store_const", const="px")
+    core_density: float = param(3.0, "projected density of the core")
+    shell_density: float = param(1.0, "projected density of the shell")
+    speckle_diameter: float | None = param(None, "central disk left out, binned px",
+                                           check=optional(non_negative),
+                                           default_help="ensemble/'s speckle_diameter")
+    offset: bool = param(True, "scale the form factor only (the paper's model), no constant "
+                         "amplitude offset for a residual background floor", flag="no-offset",
+                         action="store_false")
 
     def __post_init__(self):
+        check_fields(self)
         if self.unit not in UNITS:
             raise ValueError(f"unit={self.unit!r}: use one of {', '.join(UNITS)}")
         if not self.inner or not self.outer:
@@ -87,8 +100,16 @@ class FitParams:
         if not min(self.inner) < max(self.outer):
             raise ValueError(f"no grid point has inner < outer (inner from {min(self.inner)}, "
                              f"outer up to {max(self.outer)})")
-        if self.speckle_diameter is not None and self.speckle_diameter < 0:
-            raise ValueError(f"speckle_diameter={self.speckle_diameter} must be >= 0")
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """``lensfree fit core-shell RUN.zarr [options]``."""
+
+    run: str = param(None, "run store with a finished ensemble/ group (RUN.zarr)",
+                     positional=True)
+    params: FitParams = param(default_factory=FitParams)
+    execution: Execution = param(default_factory=Execution, group="execution")
 
 
 def fit_point(task: tuple[int, int], shared) -> tuple[float, float, float]:
@@ -116,13 +137,12 @@ def read_fit_input(run_path: str, params: FitParams):
     h, w = amplitude.shape
     center = attrs.get("center_binned") or (h // 2, w // 2)
     if params.unit == "nm":
-        geometry = [attrs.get(k) for k in ("binned_pixel_size_m", "wavelength_m", "distance_m")]
-        if any(v is None for v in geometry):
+        given = [attrs.get(k) for k in ("binned_pixel_size_m", "wavelength_m", "distance_m")]
+        if any(v is None for v in given):
             raise LensfreeError(f"{run_path}: ensemble/ has no geometry (binned_pixel_size_m, "
                                 "wavelength_m, distance_m); give the diameters in pixels "
                                 "with --pixels")
-        pixel, wavelength, distance = geometry
-        spacing = np.asarray(pixel, np.float64) / (wavelength * distance)  # cycles per metre
+        spacing = geometry.frequency_spacing(*given)  # cycles per metre
     else:
         spacing = (1.0 / h, 1.0 / w)  # cycles per real-space pixel
     q = scoring.frequency_grid((h, w), spacing, center)
@@ -136,42 +156,68 @@ def read_fit_input(run_path: str, params: FitParams):
     return q, amplitude, region, attrs, speckle
 
 
+class FitStage(Stage):
+    name = "fit.core-shell"
+    help = "core-shell sphere over a grid of diameters"
+    group = "fit"
+    Options = FitOptions
+
+    def open(self, opts):
+        return read_fit_input(opts.run, opts.params)
+
+    def inputs(self, opts, inp) -> dict:
+        return {"run": opts.run, "ensemble_finished": inp[3].get("finished")}
+
+    def tasks(self, opts, inp) -> list:
+        return [(i, j) for i in range(len(opts.params.inner))
+                for j in range(len(opts.params.outer))]
+
+    def names(self, tasks) -> list[str]:
+        return [f"fit-i{i:03d}-o{j:03d}" for i, j in tasks]
+
+    def shared(self, opts, inp):
+        q, amplitude, region, _, _ = inp
+        return (q, amplitude, region, opts.params)
+
+    work = staticmethod(fit_point)
+
+    def write(self, ctx: Context, opts, inp, results) -> dict:
+        params = opts.params
+        q, _, region, _, speckle = inp
+        ni, no = len(params.inner), len(params.outer)
+        erf, scale, offset = (np.array([r[k] for r in results], np.float64).reshape(ni, no)
+                              for k in range(3))
+        if not np.isfinite(erf).any():
+            raise LensfreeError("fit: no grid point has inner < outer")
+        i, j = np.unravel_index(int(np.nanargmin(erf)), erf.shape)
+        s = UNITS[params.unit]
+        best = scale[i, j] * scoring.core_shell_amplitude(
+            q, params.inner[i] * s, params.outer[j] * s, params.core_density,
+            params.shell_density) + offset[i, j]
+        arrays = {"erf": erf, "scale": scale, "offset": offset,
+                  "inner": np.asarray(params.inner), "outer": np.asarray(params.outer),
+                  "model": best.astype(np.float32), "region": region}
+        for name, data in arrays.items():
+            runstore.write_array(ctx.group, name, data)
+        return dict(model="core-shell", unit=params.unit, best_inner=params.inner[i],
+                    best_outer=params.outer[j], best_erf=float(erf[i, j]),
+                    best_scale=float(scale[i, j]), best_offset=float(offset[i, j]),
+                    core_density=params.core_density, shell_density=params.shell_density,
+                    offset=params.offset, speckle_diameter=speckle,
+                    n_pixels=int(region.sum()), n_points=int(np.isfinite(erf).sum()))
+
+    def summary(self, a: dict, opts, seconds: float) -> list[str]:
+        p = opts.params
+        return [f"{opts.run}: fit/ written in {seconds:.1f} s; {len(p.inner)} x {len(p.outer)} "
+                "grid points",
+                f"  best inner {a['best_inner']:g} {a['unit']}, outer {a['best_outer']:g} "
+                f"{a['unit']}: erf {a['best_erf']:.2f}%"]
+
+
+STAGE = FitStage()
+
+
 def run_fit(backend: Backend, run_path: str, params: FitParams) -> dict:
     """Score every grid point on ``backend``; the root writes ``fit/``; every process gets
     its attrs once it is complete."""
-    q, amplitude, region, ens_attrs, speckle = read_fit_input(run_path, params)
-    ni, no = len(params.inner), len(params.outer)
-    tasks = [(i, j) for i in range(ni) for j in range(no)]
-    results = backend.map(fit_point, tasks, (q, amplitude, region, params),
-                          names=[f"fit-i{i:03d}-o{j:03d}" for i, j in tasks], desc="fit")
-    if not backend.is_root:
-        return backend.bcast(None)
-    erf = np.array([r[0] for r in results], np.float64).reshape(ni, no)
-    scale = np.array([r[1] for r in results], np.float64).reshape(ni, no)
-    offset = np.array([r[2] for r in results], np.float64).reshape(ni, no)
-    if not np.isfinite(erf).any():
-        raise LensfreeError("fit: no grid point has inner < outer")
-    i, j = np.unravel_index(int(np.nanargmin(erf)), erf.shape)
-    s = UNITS[params.unit]
-    best = scale[i, j] * scoring.core_shell_amplitude(
-        q, params.inner[i] * s, params.outer[j] * s, params.core_density,
-        params.shell_density) + offset[i, j]
-    run = runstore.open_run(run_path)
-    group = runstore.begin_stage(run, "fit", params=runstore.jsonable(asdict(params)),
-                                 inputs={"run": run_path, "ensemble_finished":
-                                         ens_attrs.get("finished")})
-    w = runstore.write_array
-    w(group, "erf", erf)
-    w(group, "scale", scale)
-    w(group, "offset", offset)
-    w(group, "inner", np.asarray(params.inner))
-    w(group, "outer", np.asarray(params.outer))
-    w(group, "model", best.astype(np.float32))
-    w(group, "region", region)
-    runstore.finish_stage(
-        group, model="core-shell", unit=params.unit, best_inner=params.inner[i],
-        best_outer=params.outer[j], best_erf=float(erf[i, j]), best_scale=float(scale[i, j]),
-        best_offset=float(offset[i, j]), core_density=params.core_density,
-        shell_density=params.shell_density, offset=params.offset, speckle_diameter=speckle,
-        n_pixels=int(region.sum()), n_points=int(np.isfinite(erf).sum()))
-    return backend.bcast(dict(group.attrs))  # no rank returns before fit/ is complete
+    return run_stage(STAGE, backend, FitOptions(run=run_path, params=params))

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import zarr
 
 from lensfree.engine import scoring
+from lensfree.engine.params import at_least, check_fields, optional, param, within
 from lensfree.errors import LensfreeError
 from lensfree.io import runstore
 from lensfree.launch.backends import Backend
+from lensfree.launch.stage import Context, Execution, Stage, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +44,28 @@ class GatherParams:
     ssim_margin : pixels kept around the model's extent for SSIM (None: the whole field).
     """
 
-    fraction: float = 0.2
-    upsample: int = 20
-    members_per_task: int = 8
-    ssim_margin: int | None = 4
+    fraction: float = param(0.2, "share of members averaged, the best by final error",
+                            check=within(0, 1, closed="hi"))
+    upsample: int = param(20, "alignment precision, 1/N pixel", check=at_least(1))
+    members_per_task: int = param(8, "members one task aligns and sums", check=at_least(1))
+    ssim_margin: int | None = param(4, "pixels kept around the model's extent for SSIM",
+                                    check=optional(at_least(0)))
 
     def __post_init__(self):
-        if not 0 < self.fraction <= 1:
-            raise ValueError(f"--fraction {self.fraction}: must be in (0, 1]")
-        if self.upsample < 1:
-            raise ValueError(f"--upsample {self.upsample}: must be at least 1")
-        if self.members_per_task < 1:
-            raise ValueError(f"--members-per-task {self.members_per_task}: must be at least 1")
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class GatherOptions:
+    """``lensfree gather RUN.zarr [options]``."""
+
+    run: str = param(None, "run store with a finished phasing/ group (RUN.zarr)",
+                     positional=True)
+    model: str | None = param(None, "model image for SSIM (.npy/.npz/.tif/.h5/.zarr)",
+                              default_help="the store's truth/object when present")
+    model_key: str | None = param(None, "array name inside the model file", default_help="auto")
+    params: GatherParams = param(default_factory=GatherParams)
+    execution: Execution = param(default_factory=Execution, group="execution")
 
 
 def select_members(final_errors: np.ndarray, fraction: float) -> np.ndarray:
@@ -120,69 +132,118 @@ def read_gather_input(run_path: str, model: np.ndarray | None, model_source: str
     return amplitude, valid, dict(group.attrs), model, model_source
 
 
+@dataclass(frozen=True)
+class GatherInput:
+    amplitude: np.ndarray
+    valid: np.ndarray
+    ensemble_attrs: dict
+    model: np.ndarray | None
+    model_source: str | None
+    selected: np.ndarray       # member indices, best first
+    errors: np.ndarray         # their final errors
+    n_members: int
+    reference: np.ndarray      # the best member, which every other is aligned to
+    phasing_finished: str | None
+
+
+class GatherStage(Stage):
+    name = "gather"
+    help = "stage 3: average the best members, PRTF, R-factor, SSIM"
+    group = "gather"
+    Options = GatherOptions
+
+    def open(self, opts, model=None) -> GatherInput:
+        source = opts.model
+        if model is None and opts.model:
+            from lensfree.io.images import load_image
+
+            model = load_image(opts.model, opts.model_key)
+        amplitude, valid, ens_attrs, model, source = read_gather_input(opts.run, model, source)
+        phasing = zarr.open_group(opts.run, mode="r")["phasing"]
+        final = np.asarray(phasing["errors"][-1, :], np.float64)
+        if not np.isfinite(final).any():
+            raise LensfreeError(f"{opts.run}: phasing/errors holds no finite final error")
+        selected = select_members(final, opts.params.fraction)
+        reference = np.asarray(phasing["objects"][int(selected[0])])
+        return GatherInput(amplitude, valid, ens_attrs, model, source, selected,
+                           final[selected], final.size, reference,
+                           phasing.attrs.get("finished"))
+
+    def inputs(self, opts, inp: GatherInput) -> dict:
+        return {"run": opts.run, "phasing_finished": inp.phasing_finished,
+                "model": inp.model_source}
+
+    def tasks(self, opts, inp: GatherInput) -> list:
+        return blocks(inp.selected, opts.params.members_per_task)
+
+    def names(self, tasks) -> list[str]:
+        return [f"gather-block-{i:03d}" for i in range(len(tasks))]
+
+    def shared(self, opts, inp: GatherInput):
+        return (opts.run, inp.reference, opts.params.upsample)
+
+    work = staticmethod(gather_block)
+
+    def fold(self, results):
+        return scoring.combine(results)  # block order: the same numbers on every back end
+
+    def write(self, ctx: Context, opts, inp: GatherInput, total) -> dict:
+        params = opts.params
+        average = total.average
+        q, curve = scoring.prtf(total.mean_spectrum, inp.amplitude, inp.valid)
+        res = scoring.resolution(q, curve)
+        attrs = {
+            "n_members": inp.n_members,
+            "n_selected": int(total.n),
+            "reference_member": int(inp.selected[0]),
+            "selected_errors": [float(e) for e in inp.errors],
+            "r_factor": scoring.r_factor(average, inp.amplitude, inp.valid),
+            "prtf_threshold": scoring.INV_E,
+            "q_cut": res.q_cut,
+            "q_unit": "cycles per pixel",
+            "resolution_px": res.half_period_px,
+            "resolution_reached": res.reached,
+            "prtf_floor": scoring.prtf_floor(total.n),
+        }
+        if attrs["prtf_floor"] >= scoring.INV_E:
+            log.warning("%s: %d member(s) average to a PRTF of about %.2f by chance alone, "
+                        "above 1/e: the resolution is not meaningful; average more members "
+                        "(a larger --fraction or population)", opts.run, total.n,
+                        attrs["prtf_floor"])
+        pixel = inp.ensemble_attrs.get("real_space_pixel_m")
+        if pixel:
+            attrs["real_space_pixel_m"] = float(pixel)
+            attrs["resolution_m"] = res.half_period_px * float(pixel)
+        if inp.model is not None:
+            attrs["ssim"] = scoring.ssim_to_model(average, inp.model, upsample=params.upsample,
+                                                  margin=params.ssim_margin)
+            attrs["model"] = inp.model_source
+        arrays = {"average": average.astype(np.complex64), "prtf": curve, "q": q,
+                  "selected": np.asarray(inp.selected, np.int64),
+                  "shifts": np.asarray(total.shifts, np.float64).reshape(-1, 2),
+                  "twin": np.asarray(total.twins, bool),
+                  "correlation": np.asarray(total.correlations, np.float64)}
+        for name, data in arrays.items():
+            runstore.write_array(ctx.group, name, data)
+        return attrs
+
+    def summary(self, a: dict, opts, seconds: float) -> list[str]:
+        res = f"{a['resolution_px']:.2f} px"
+        if a.get("resolution_m"):
+            res += f" ({a['resolution_m'] * 1e9:.2f} nm)"
+        if not a["resolution_reached"]:
+            res += ", PRTF never below 1/e: limited by the data edge"
+        return [f"{opts.run}: gather/ written in {seconds:.1f} s; best {a['n_selected']} of "
+                f"{a['n_members']} members averaged",
+                f"  resolution {res}; R-factor {a['r_factor']:.4f}"
+                + (f"; SSIM {a['ssim']:.4f}" if a.get("ssim") is not None else "")]
+
+
+STAGE = GatherStage()
+
+
 def run_gather(backend: Backend, run_path: str, params: GatherParams,
                model: np.ndarray | None = None, model_source: str | None = None) -> dict:
     """Run stage 3 on ``backend``; return the ``gather`` attrs, on every process once written."""
-    amplitude, valid, ens_attrs, model, model_source = read_gather_input(
-        run_path, model, model_source)
-    plan = None
-    if backend.is_root:
-        phasing = zarr.open_group(run_path, mode="r")["phasing"]
-        final = np.asarray(phasing["errors"][-1, :], np.float64)
-        if not np.isfinite(final).any():
-            raise LensfreeError(f"{run_path}: phasing/errors holds no finite final error")
-        selected = select_members(final, params.fraction)
-        reference = np.asarray(phasing["objects"][int(selected[0])])
-        plan = (selected, final[selected], final.size, reference, dict(phasing.attrs))
-    selected, errors, n_members, reference, ph_attrs = backend.bcast(plan)
-    tasks = blocks(selected, params.members_per_task)
-    parts = backend.map(gather_block, tasks, (run_path, reference, params.upsample),
-                        names=[f"gather-block-{i:03d}" for i in range(len(tasks))],
-                        desc="align")
-    if not backend.is_root:
-        return backend.bcast(None)
-    total = scoring.combine(parts)
-    average = total.average
-    q, curve = scoring.prtf(total.mean_spectrum, amplitude, valid)
-    res = scoring.resolution(q, curve)
-    attrs = {
-        "n_members": n_members,
-        "n_selected": int(total.n),
-        "reference_member": int(selected[0]),
-        "selected_errors": [float(e) for e in errors],
-        "r_factor": scoring.r_factor(average, amplitude, valid),
-        "prtf_threshold": scoring.INV_E,
-        "q_cut": res.q_cut,
-        "q_unit": "cycles per pixel",
-        "resolution_px": res.half_period_px,
-        "resolution_reached": res.reached,
-        "prtf_floor": scoring.prtf_floor(total.n),
-    }
-    if attrs["prtf_floor"] >= scoring.INV_E:
-        log.warning("%s: %d member(s) average to a PRTF of about %.2f by chance alone, above "
-                    "1/e: the resolution is not meaningful; average more members "
-                    "(a larger --fraction or population)", run_path, total.n,
-                    attrs["prtf_floor"])
-    pixel = ens_attrs.get("real_space_pixel_m")
-    if pixel:
-        attrs["real_space_pixel_m"] = float(pixel)
-        attrs["resolution_m"] = res.half_period_px * float(pixel)
-    if model is not None:
-        attrs["ssim"] = scoring.ssim_to_model(average, model, upsample=params.upsample,
-                                              margin=params.ssim_margin)
-        attrs["model"] = model_source
-    run = runstore.open_run(run_path)
-    inputs = {"run": run_path, "phasing_finished": ph_attrs.get("finished"),
-              "model": model_source}
-    group = runstore.begin_stage(run, "gather", params=runstore.jsonable(asdict(params)),
-                                 inputs=inputs)
-    w = runstore.write_array
-    w(group, "average", average.astype(np.complex64))
-    w(group, "prtf", curve)
-    w(group, "q", q)
-    w(group, "selected", np.asarray(selected, np.int64))
-    w(group, "shifts", np.asarray(total.shifts, np.float64).reshape(-1, 2))
-    w(group, "twin", np.asarray(total.twins, bool))
-    w(group, "correlation", np.asarray(total.correlations, np.float64))
-    runstore.finish_stage(group, **attrs)
-    return backend.bcast(dict(group.attrs))  # no rank returns before gather/ is complete
+    opts = GatherOptions(run=run_path, model=model_source, params=params)
+    return run_stage(STAGE, backend, opts, inp=STAGE.open(opts, model))

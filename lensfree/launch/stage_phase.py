@@ -24,18 +24,29 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import zarr
 
 from lensfree.engine import ghio, phasing
+from lensfree.engine.params import at_least, check_fields, param, within
+from lensfree.engine.schedule import parse_schedule
 from lensfree.errors import LensfreeError
 from lensfree.io import runstore
 from lensfree.launch.backends import Backend
+from lensfree.launch.stage import Context, Execution, Stage, run_stage
 from lensfree.launch.timing import Clock
 
 log = logging.getLogger(__name__)
+
+
+def _schedule_error(text) -> str | None:
+    try:
+        parse_schedule(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass(frozen=True)
@@ -44,32 +55,45 @@ class PhaseParams:
 
     population, generations : GHIO members and generations (the paper: 100 and 10).
     schedule : phasing steps of every member in every generation, see
-        `phasing.parse_schedule`.
+        `schedule.parse_schedule`.
     support_threshold : starting support from the autocorrelation thresholded at this
         fraction of its maximum, when the run store holds no ``ensemble/support``.
     phasing : algorithm parameters (beta, shrinkwrap, positivity, Huang's mode).
     """
 
-    population: int = 100
-    generations: int = 10
-    schedule: str = "HIO:400,ER:100;shrinkwrap=50"
-    support_threshold: float = 0.1
-    seed: int = 0
-    phasing: phasing.PhasingParams = field(default_factory=lambda: phasing.PhasingParams(
-        shrinkwrap_threshold=0.2, shrinkwrap_sigma_end=1.0))
+    population: int = param(100, "members M", check=at_least(1))
+    generations: int = param(10, "generations G", check=at_least(1))
+    schedule: str = param("HIO:400,ER:100;shrinkwrap=50", "steps of every member per "
+                          "generation", check=_schedule_error)
+    support_threshold: float = param(
+        0.1, "starting support: autocorrelation above this fraction of its maximum, when "
+        "ensemble/ has no support", check=within(0, 1))
+    seed: int = param(0, "run seed", execution="seed")
+    phasing: phasing.PhasingParams = param(default_factory=phasing.PhasingParams)
 
     def __post_init__(self):
-        if self.population < 1:
-            raise ValueError(f"population={self.population} must be at least 1")
-        if self.generations < 1:
-            raise ValueError(f"generations={self.generations} must be at least 1")
-        if not 0 < self.support_threshold < 1:
-            raise ValueError(f"support_threshold={self.support_threshold} must be in (0, 1)")
-        phasing.parse_schedule(self.schedule)  # raises ValueError naming the bad token
+        check_fields(self)
+
+    @functools.cached_property
+    def steps(self) -> tuple:
+        """The schedule parsed once into step objects."""
+        return parse_schedule(self.schedule)
 
     @property
     def n_iterations(self) -> int:
-        return sum(s.iterations for s in phasing.parse_schedule(self.schedule))
+        return sum(s.iterations for s in self.steps)
+
+
+@dataclass(frozen=True)
+class PhaseOptions:
+    """``lensfree phase RUN.zarr [options]``."""
+
+    run: str = param(None, "run store with a finished ensemble/ group (RUN.zarr)",
+                     positional=True)
+    params: PhaseParams = param(default_factory=PhaseParams)
+    execution: Execution = param(default_factory=Execution, group="execution")
+
+    option_groups = {"shrinkwrap_sigma": ("shrinkwrap_sigma_start", "shrinkwrap_sigma_end")}
 
 
 @dataclass(frozen=True)
@@ -162,88 +186,98 @@ def read_phasing_input(run_path: str, support_threshold: float):
     return amplitude, valid, support
 
 
-def _create(run: zarr.Group, params: PhaseParams, shape, inputs: dict) -> zarr.Group:
-    group = runstore.begin_stage(run, "phasing", params=_params_attrs(params), inputs=inputs)
-    m, g, n = params.population, params.generations, params.n_iterations
-    h, w = shape
-    for name, dtype in (("population", np.complex64), ("population_support", bool)):
-        group.create_array(name, shape=(2, m, h, w), chunks=(1, 1, h, w), dtype=dtype)
-    group.create_array("objects", shape=(m, h, w), chunks=(1, h, w), dtype=np.complex64)
-    group.create_array("supports", shape=(m, h, w), chunks=(1, h, w), dtype=bool)
-    for name in ("member_errors", "errors"):
-        group.create_array(name, shape=(g, m), chunks=(1, 1) if name == "member_errors"
-                           else (g, m), dtype=np.float64, fill_value=np.nan)
-    for name in ("r_fourier", "e_support"):
-        group.create_array(name, shape=(g, m, n), chunks=(1, 1, n), dtype=np.float32,
-                           fill_value=np.nan)
-    group.attrs.update({"schedule": params.schedule, "seed": params.seed,
-                        "generations_complete": 0, "best": []})
-    return group
+class PhaseStage(Stage):
+    name = "phase"
+    help = "stage 2: GHIO phase-retrieval populations"
+    group = "phasing"
+    resumable = True
+    Options = PhaseOptions
+
+    def open(self, opts):
+        return read_phasing_input(opts.run, opts.params.support_threshold)
+
+    def inputs(self, opts, inp) -> dict:
+        return {"run": opts.run, "amplitude_shape": list(inp[0].shape)}
+
+    def begin(self, group, opts, inp) -> None:
+        p = opts.params
+        m, g, n = p.population, p.generations, p.n_iterations
+        h, w = inp[0].shape
+        for name, dtype in (("population", np.complex64), ("population_support", bool)):
+            group.create_array(name, shape=(2, m, h, w), chunks=(1, 1, h, w), dtype=dtype)
+        group.create_array("objects", shape=(m, h, w), chunks=(1, h, w), dtype=np.complex64)
+        group.create_array("supports", shape=(m, h, w), chunks=(1, h, w), dtype=bool)
+        for name in ("member_errors", "errors"):
+            group.create_array(name, shape=(g, m), chunks=(1, 1) if name == "member_errors"
+                               else (g, m), dtype=np.float64, fill_value=np.nan)
+        for name in ("r_fourier", "e_support"):
+            group.create_array(name, shape=(g, m, n), chunks=(1, 1, n), dtype=np.float32,
+                               fill_value=np.nan)
+        group.attrs.update({"schedule": p.schedule, "seed": p.seed,
+                            "generations_complete": 0, "best": []})
+
+    def execute(self, ctx: Context, opts, inp) -> dict | None:
+        params = opts.params
+        amplitude, valid, support = inp
+        group, start = ctx.group, None
+        if ctx.is_root:
+            start = int(group.attrs["generations_complete"])
+            if ctx.resumed:
+                log.info("resuming %s at generation %d", ctx.run_path, start)
+            _warm_fft(amplitude.shape)
+        start = ctx.bcast(start)
+        guide = guide_support = None
+        for g in range(start, params.generations):
+            todo = None
+            if ctx.is_root:
+                if g > 0:
+                    guide, guide_support = _best_member(group, g - 1, params.generations)
+                done = np.isfinite(group["member_errors"][g, :])
+                todo = [(g, m) for m in range(params.population) if not done[m]]
+            todo = ctx.bcast(todo)
+            guide, guide_support = ctx.bcast((guide, guide_support))
+            shared = _Shared(ctx.run_path, amplitude, valid, support, guide, guide_support,
+                             params, ctx.run_id)
+            results = ctx.map(phase_member, todo, shared,
+                              names=[f"ghio-g{g:02d}-m{m:03d}" for _, m in todo],
+                              desc=f"generation {g + 1}/{params.generations}")
+            if ctx.is_root:
+                for _, seconds in results:
+                    ctx.clock.merge(seconds)
+                errors = group["member_errors"][g, :]
+                if not np.isfinite(errors).all():
+                    raise RuntimeError(f"generation {g}: members without a stored result")
+                group["errors"][g, :] = errors
+                best = group.attrs["best"][:g] + [int(np.argmin(errors))]
+                group.attrs.update({"best": best, "generations_complete": g + 1})
+        if not ctx.is_root:
+            return None
+        final = group["errors"][-1]
+        order = np.argsort(final, kind="stable")
+        return {"best_member": int(order[0]), "best_error": float(final[order[0]]),
+                "median_error": float(np.median(final)), "n_members": params.population}
+
+    def summary(self, attrs: dict, opts, seconds: float) -> list[str]:
+        p = opts.params
+        verb = ("already complete, nothing recomputed" if attrs.get("resumed_complete")
+                else "written")
+        return [f"{opts.run}: phasing/ {verb} in {seconds:.1f} s; {p.population} members x "
+                f"{p.generations} generations x {p.n_iterations} iterations",
+                f"  best member {attrs['best_member']}: R_F {attrs['best_error']:.4f} "
+                f"(median {attrs['median_error']:.4f})"]
 
 
-def run_phase(backend: Backend, run_path: str, params: PhaseParams) -> dict | None:
+STAGE = PhaseStage()
+
+
+def run_phase(backend: Backend, run_path: str, params: PhaseParams) -> dict:
     """Run (or resume) stage 2 on ``backend``; every process returns the ``phasing`` attrs
     once the root has completed the group.
 
     The attr ``timing_s`` splits this run's time: ``read``, ``compute`` and ``write`` are
     worker-seconds summed over its members, ``wall`` the whole stage.
     """
-    amplitude, valid, support = read_phasing_input(run_path, params.support_threshold)
-    start = None
-    if backend.is_root:
-        run = runstore.open_run(run_path)
-        inputs = {"run": run_path, "amplitude_shape": list(amplitude.shape)}
-        group = run["phasing"] if "phasing" in run else None
-        same = group is not None and group.attrs.get("parameters") == _params_attrs(params)
-        if same and group.attrs.get("complete"):
-            start = params.generations
-        elif same:
-            start = int(group.attrs["generations_complete"])
-            log.info("resuming %s at generation %d", run_path, start)
-        else:
-            group = _create(run, params, amplitude.shape, inputs)
-            start = 0
-        _warm_fft(amplitude.shape)
-    group = zarr.open_group(run_path, mode="r+")["phasing"] if backend.is_root else None
-    start, stamp = backend.bcast((start, group.attrs.get("run_id") if group is not None else None))
-    clock, t_start = Clock(), time.perf_counter()
-    guide = guide_support = None
-    for g in range(start, params.generations):
-        if backend.is_root:
-            if g > 0:
-                guide, guide_support = _best_member(group, g - 1, params.generations)
-            done = np.isfinite(group["member_errors"][g, :])
-            todo = [(g, m) for m in range(params.population) if not done[m]]
-        else:
-            todo = None
-        todo = backend.bcast(todo)
-        guide, guide_support = backend.bcast((guide, guide_support))
-        shared = _Shared(run_path, amplitude, valid, support, guide, guide_support, params,
-                         stamp)
-        results = backend.map(phase_member, todo, shared,
-                              names=[f"ghio-g{g:02d}-m{m:03d}" for _, m in todo],
-                              desc=f"generation {g + 1}/{params.generations}")
-        if backend.is_root:
-            for _, seconds in results:
-                clock.merge(seconds)
-            errors = group["member_errors"][g, :]
-            if not np.isfinite(errors).all():
-                raise RuntimeError(f"generation {g}: members without a stored result")
-            group["errors"][g, :] = errors
-            best = group.attrs["best"][:g] + [int(np.argmin(errors))]
-            group.attrs.update({"best": best, "generations_complete": g + 1})
-    if not backend.is_root:
-        return backend.bcast(None)  # back only once the root has finished the stage
-    errors = group["errors"][...]
-    if group.attrs.get("complete"):
-        return backend.bcast({**group.attrs, "resumed_complete": True})
-    final = errors[-1]
-    order = np.argsort(final, kind="stable")
-    clock.merge({"wall": time.perf_counter() - t_start})
-    runstore.finish_stage(group, best_member=int(order[0]), best_error=float(final[order[0]]),
-                          median_error=float(np.median(final)), n_members=params.population,
-                          timing_s=clock.as_attrs())
-    return backend.bcast(dict(group.attrs))
+    return run_stage(STAGE, backend, PhaseOptions(run=run_path, params=params))
 
 
 def _best_member(group: zarr.Group, generation: int, n_generations: int):
@@ -258,7 +292,3 @@ def _warm_fft(shape) -> None:
     from lensfree.engine import fft
 
     fft.get_fft2(shape).prepare()
-
-
-def _params_attrs(params: PhaseParams) -> dict:
-    return runstore.jsonable(asdict(params))

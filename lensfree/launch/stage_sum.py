@@ -2,22 +2,27 @@
 
 Two passes over the frames, since the thresholds are set by all frames together:
 pass 1 returns per-frame statistics of each shard; the root decides every frame's
-status; pass 2 returns each shard's float64 partial sums, which the root folds in shard
-order. The whole-pattern steps then run once on the root, which writes ``ensemble/``.
+status; pass 2 folds each shard's float64 partial sums in the back end's fixed tree
+(`Backend.reduce`). The whole-pattern steps (`lensfree.engine.pattern.prepare_pattern`)
+then run once on the root, which writes ``ensemble/``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from lensfree.engine import ensemble
+from lensfree.engine.params import check_fields, non_negative, optional, param, at_least
+from lensfree.engine.pattern import prepare_pattern
+from lensfree.errors import LensfreeError
 from lensfree.io import frames as frame_io
 from lensfree.io import runstore
 from lensfree.launch.backends import Backend
+from lensfree.launch.stage import Context, Execution, GeometryOptions, Stage, run_stage
 from lensfree.launch.timing import Clock
 from lensfree.partitioning import Shard, frame_shards
 
@@ -29,19 +34,33 @@ class SumParams:
     """Stage 1 parameters (see `ensemble.ScreenParams` for the screens).
 
     binning : bin factor b (the paper: 3); the phasing array is (H // b, W // b).
-    speckle_diameter : diameter, in binned pixels, of the central disk set missing; None
-        means the beam stop's own diameter plus 4 binned pixels.
+    speckle_diameter : diameter, in binned pixels, of the central disk set missing; None means
+        the beam stop's own diameter plus 4 binned pixels.
     """
 
-    screen: ensemble.ScreenParams = ensemble.ScreenParams()
-    binning: int = 2
-    speckle_diameter: float | None = None
+    screen: ensemble.ScreenParams = param(default_factory=ensemble.ScreenParams)
+    binning: int = param(2, "bin factor", check=at_least(1), flag="bin")
+    speckle_diameter: float | None = param(None, "central disk dropped, binned px",
+                                           check=optional(non_negative),
+                                           default_help="beam stop + 4")
 
     def __post_init__(self):
-        if self.binning < 1:
-            raise ValueError(f"binning={self.binning} must be at least 1")
-        if self.speckle_diameter is not None and self.speckle_diameter < 0:
-            raise ValueError(f"speckle_diameter={self.speckle_diameter} must be >= 0")
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class SumOptions:
+    """``lensfree sum FRAMES.zarr --out RUN.zarr [options]``."""
+
+    frames: str = param(None, "frame store (X.zarr)", positional=True)
+    out: str = param(None, "run store to write (RUN.zarr)", required=True)
+    mask: str | None = param(None, "mask file (.npy/.npz/.tif/.h5), True or nonzero = measured",
+                             default_help="the store's mask")
+    mask_key: str | None = param(None, "array name inside the mask file", default_help="auto")
+    params: SumParams = param(default_factory=SumParams)
+    geometry: GeometryOptions = param(default_factory=GeometryOptions,
+                                      group="geometry (overrides the store's attrs)")
+    execution: Execution = param(default_factory=Execution, group="execution")
 
 
 @dataclass(frozen=True)
@@ -100,111 +119,126 @@ def sum_shard(task, shared: _Shared):
     return accepted, background, clock.seconds
 
 
+def _add_sums(a, b):
+    """Fold two shards' (accepted, background, seconds)."""
+    seconds = dict(a[2])
+    for part, s in b[2].items():
+        seconds[part] = seconds.get(part, 0.0) + s
+    return a[0] + b[0], a[1] + b[1], seconds
+
+
+class SumStage(Stage):
+    name = "sum"
+    help = "stage 1: screen, background, sum, centre, patch, bin"
+    group = "ensemble"
+    Options = SumOptions
+
+    def run_path(self, opts) -> str:
+        return opts.out
+
+    def open(self, opts) -> frame_io.FrameStore:
+        mask = None
+        if opts.mask:
+            from lensfree.io.images import load_image
+
+            mask = np.asarray(load_image(opts.mask, opts.mask_key)) != 0
+        return frame_io.open_frames(opts.frames, geometry=opts.geometry.geometry(),
+                                    allow_pixels=opts.geometry.pixels, mask=mask)
+
+    def inputs(self, opts, store) -> dict:
+        return {"frames": store.path, "n_frames": store.n_frames,
+                "frame_shape": list(store.frame_shape), **store.geometry.as_attrs()}
+
+    def execute(self, ctx: Context, opts, store) -> dict | None:
+        params = opts.params
+        mask = store.mask
+        annulus = ensemble.edge_annulus(mask, params.screen.annulus_width)
+        shared = _Shared(store.path, store.chunk_frames, mask, annulus)
+        shards = frame_shards(store.n_frames, store.chunk_frames)
+        stats = ctx.map(screen_shard, shards, shared,
+                        names=[f"screen-{s.name}" for s in shards], desc="screen")
+        decided = None
+        if ctx.is_root:
+            total = np.concatenate([s[0] for s in stats])
+            chi2 = np.concatenate([s[1] for s in stats])
+            invalid = np.concatenate([s[2] for s in stats])
+            unreadable = [u for s in stats for u in s[3]]
+            for s in stats:
+                ctx.clock.merge(s[4])
+            status, thresholds = ensemble.screen(total, chi2, invalid, params.screen)
+            decided = status
+        status = ctx.bcast(decided)
+        tasks = [(s, status[s.start : s.stop]) for s in shards]
+        accepted, background, seconds = ctx.reduce(
+            sum_shard, tasks, shared, combine=_add_sums,
+            names=[f"sum-{s.name}" for s in shards], desc="sum")
+        if not ctx.is_root:
+            return None
+        ctx.clock.merge(seconds)
+        t_finish = time.perf_counter()
+        counts = {name: int((status == code).sum())
+                  for code, name in ensemble.STATUS_NAMES.items()}
+        if counts["accepted"] == 0:
+            raise LensfreeError(f"{store.path}: no frame was accepted ({counts}); check "
+                                "thresholds")
+        background[~mask] = 0.0
+        total_sum = ensemble.subtract_background(
+            accepted, background, counts["accepted"], counts["background"], mask)
+        pattern = prepare_pattern(total_sum, mask, binning=params.binning,
+                                  speckle_diameter=params.speckle_diameter)
+        ctx.clock.merge({"pattern": time.perf_counter() - t_finish})
+
+        t_write = time.perf_counter()
+        arrays = {"sum": total_sum, "background": background, "mask": mask,
+                  "frame_status": status, "frame_total": total, "frame_chi2": chi2,
+                  "patched": pattern.patched, "filled": pattern.filled,
+                  "amplitude": pattern.amplitude, "valid": pattern.valid}
+        for name, data in arrays.items():
+            runstore.write_array(ctx.group, name, data)
+        b, geometry = params.binning, store.geometry
+        attrs = {
+            "counts": counts,
+            "thresholds": thresholds,
+            "center": list(pattern.center),
+            "center_binned": list(pattern.center_binned),
+            "binning": b,
+            "window_origin": list(pattern.origin),
+            "speckle_diameter": pattern.speckle_diameter,
+            "unreadable": unreadable,
+            "n_patched": int(pattern.filled.sum()),
+            "n_valid": int(pattern.valid.sum()),
+            **geometry.as_attrs(),
+        }
+        if geometry.known:
+            attrs["binned_pixel_size_m"] = geometry.pixel_size_m * b
+            attrs["real_space_pixel_m"] = geometry.real_space_pixel(pattern.amplitude.shape[0], b)
+        ctx.clock.merge({"write": time.perf_counter() - t_write})
+        return attrs
+
+    def summary(self, attrs: dict, opts, seconds: float) -> list[str]:
+        c = attrs["counts"]
+        cy, cx = attrs["center"]
+        lines = [f"{opts.out}: ensemble/ written in {seconds:.1f} s",
+                 f"  frames  accepted {c['accepted']}, background {c['background']}, weak "
+                 f"{c['weak']}, chi2 {c['chi2']}, invalid {c['invalid']}"]
+        if attrs["unreadable"]:
+            lines.append(f"  unreadable chunks: {len(attrs['unreadable'])} (frames marked "
+                         "invalid)")
+        lines.append(f"  centre  ({cy:.2f}, {cx:.2f}) px; {attrs['n_patched']} pixels patched "
+                     f"from mirrors; binned x{attrs['binning']}, {attrs['n_valid']} valid pixels")
+        return lines
+
+
+STAGE = SumStage()
+
+
 def run_sum(backend: Backend, store: frame_io.FrameStore, out: str,
-            params: SumParams = SumParams()) -> dict | None:
-    """Run stage 1 on ``backend``; the root writes ``out/ensemble``; every process returns
-    its attrs once it is complete.
+            params: SumParams = SumParams()) -> dict:
+    """Run stage 1 on an opened frame store; every process returns ``ensemble``'s attrs.
 
     The attr ``timing_s`` splits the time: ``read`` and ``compute`` are worker-seconds
-    summed over all tasks of both passes, ``reduce`` (folding partial sums), ``pattern``
-    (centre to amplitude) and ``write`` are the root's, ``wall`` the whole stage.
+    summed over all tasks of both passes, ``pattern`` (centre to amplitude) and ``write``
+    the root's, ``wall`` the whole stage.
     """
-    t_start = time.perf_counter()
-    mask = store.mask
-    annulus = ensemble.edge_annulus(mask, params.screen.annulus_width)
-    shared = _Shared(store.path, store.chunk_frames, mask, annulus)
-    shards = frame_shards(store.n_frames, store.chunk_frames)
-    group = None
-    if backend.is_root:
-        run = runstore.open_run(out)
-        group = runstore.begin_stage(
-            run, "ensemble", params=_params_attrs(params),
-            inputs={"frames": store.path, "n_frames": store.n_frames,
-                    "frame_shape": list(store.frame_shape), **store.geometry.as_attrs()})
-
-    stats = backend.map(screen_shard, shards, shared,
-                        names=[f"screen-{s.name}" for s in shards], desc="screen")
-    decided = None
-    if backend.is_root:
-        total = np.concatenate([s[0] for s in stats])
-        chi2 = np.concatenate([s[1] for s in stats])
-        invalid = np.concatenate([s[2] for s in stats])
-        unreadable = [u for s in stats for u in s[3]]
-        clock = Clock()
-        for s in stats:
-            clock.merge(s[4])
-        status, thresholds = ensemble.screen(total, chi2, invalid, params.screen)
-        decided = status
-    status = backend.bcast(decided)
-    tasks = [(s, status[s.start : s.stop]) for s in shards]
-    partials = backend.map(sum_shard, tasks, shared,
-                           names=[f"sum-{s.name}" for s in shards], desc="sum")
-    if not backend.is_root:
-        return backend.bcast(None)  # back only once the root has finished the stage
-
-    accepted = np.zeros(store.frame_shape)
-    background = np.zeros(store.frame_shape)
-    with clock("reduce"):
-        for acc, bg, seconds in partials:  # shard order: the same bits on every back end
-            accepted += acc
-            background += bg
-            clock.merge(seconds)
-    t_finish = time.perf_counter()
-    counts = {name: int((status == code).sum()) for code, name in ensemble.STATUS_NAMES.items()}
-    if counts["accepted"] == 0:
-        raise ValueError(f"{store.path}: no frame was accepted ({counts}); check thresholds")
-    background[~mask] = 0.0
-    total_sum = ensemble.subtract_background(
-        accepted, background, counts["accepted"], counts["background"], mask)
-    center = ensemble.find_center(total_sum, mask)
-    patched, valid_patched, filled = ensemble.centro_patch(total_sum, mask, center)
-    b = params.binning
-    # negative values (noise after background subtraction) are binned with the rest and
-    # a pixel is dropped only if its binned value is negative: dropping them before
-    # binning would keep only upward fluctuations and lift a floor under the pattern
-    binned, valid_b, origin = ensemble.bin_pattern(patched, valid_patched, center, b)
-    valid_b &= binned >= 0
-    speckle = params.speckle_diameter
-    if speckle is None:
-        speckle = ensemble.beamstop_diameter(mask) / b + 4
-    valid_b &= ~ensemble.central_disk(valid_b.shape, speckle)
-    amplitude = ensemble.to_amplitude(binned, valid_b)
-    clock.merge({"pattern": time.perf_counter() - t_finish})
-
-    t_write = time.perf_counter()
-    w = runstore.write_array
-    w(group, "sum", total_sum)
-    w(group, "background", background)
-    w(group, "mask", mask)
-    w(group, "frame_status", status)
-    w(group, "frame_total", total)
-    w(group, "frame_chi2", chi2)
-    w(group, "patched", patched)
-    w(group, "filled", filled)
-    w(group, "amplitude", amplitude)
-    w(group, "valid", valid_b)
-    geometry = store.geometry
-    attrs = {
-        "counts": counts,
-        "thresholds": thresholds,
-        "center": list(center),
-        "center_binned": [(c - o - (b - 1) / 2) / b for c, o in zip(center, origin)],
-        "binning": b,
-        "window_origin": list(origin),
-        "speckle_diameter": speckle,
-        "unreadable": unreadable,
-        "n_patched": int(filled.sum()),
-        "n_valid": int(valid_b.sum()),
-        **geometry.as_attrs(),
-    }
-    if geometry.known:
-        attrs["binned_pixel_size_m"] = geometry.pixel_size_m * b
-        attrs["real_space_pixel_m"] = geometry.real_space_pixel(amplitude.shape[0], b)
-    clock.merge({"write": time.perf_counter() - t_write, "wall": time.perf_counter() - t_start})
-    attrs["timing_s"] = clock.as_attrs()
-    runstore.finish_stage(group, **attrs)
-    return backend.bcast(attrs)
-
-
-def _params_attrs(params: SumParams) -> dict:
-    return runstore.jsonable(asdict(params))
+    return run_stage(STAGE, backend, SumOptions(frames=store.path, out=out, params=params),
+                     inp=store)

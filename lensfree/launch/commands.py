@@ -1,0 +1,273 @@
+"""The commands that are not stages: simulators, ingest, the demo and the report."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from lensfree.engine.params import at_least, param, positive
+from lensfree.errors import LensfreeError
+from lensfree.launch.console import open_backend, report
+from lensfree.launch.stage import Command, Execution, GeometryOptions
+
+
+@dataclass(frozen=True)
+class SimulateEnsembleOptions:
+    """``lensfree simulate ensemble --out X.zarr [options]``."""
+
+    out: str = param(None, "frame store to write (X.zarr)", required=True)
+    frames: int = param(2000, "number of frames", check=at_least(1))
+    size: int = param(256, "frame size in pixels", check=at_least(16))
+    inner: float = param(19.0, "core diameter, nm", check=positive)
+    outer: float = param(55.0, "shell diameter, nm", check=positive)
+    core_density: float = param(3.0, "projected density of the core")
+    shell_density: float = param(1.0, "projected density of the shell")
+    particles: float = param(2.0, "mean particles per frame")
+    photons: float = param(3000.0, "mean photons per particle on the detector")
+    weak_fraction: float = param(0.02, "share of frames planted weak")
+    streak_fraction: float = param(0.02, "share of frames planted with a streak")
+    invalid_fraction: float | None = param(None, "share of frames planted invalid",
+                                           default_help="0.01 for float dtypes, 0 for integer")
+    dtype: str = param("float32", "float32, uint16, ...")
+    chunk: int = param(64, "frames per chunk", check=at_least(1))
+    execution: Execution = param(default_factory=Execution, group="execution")
+
+
+class SimulateEnsemble(Command):
+    name = "simulate.ensemble"
+    help = "frames of many identical core-shell spheres"
+    Options = SimulateEnsembleOptions
+
+    def run_path(self, opts):
+        return None
+
+    def handler(self, o) -> int:
+        import numpy as np
+
+        from lensfree.engine.simulate import EnsembleParams
+        from lensfree.launch.stage_simulate import simulate_ensemble
+
+        invalid = o.invalid_fraction
+        if invalid is None:
+            invalid = 0.01 if np.dtype(o.dtype).kind == "f" else 0.0
+        try:
+            params = EnsembleParams(
+                n_frames=o.frames, shape=(o.size, o.size), inner_diameter_m=o.inner * 1e-9,
+                outer_diameter_m=o.outer * 1e-9, core_density=o.core_density,
+                shell_density=o.shell_density, particles_per_frame=o.particles,
+                photons_per_particle=o.photons, weak_fraction=o.weak_fraction,
+                streak_fraction=o.streak_fraction, invalid_fraction=invalid, dtype=o.dtype,
+                seed=o.execution.seed)
+        except (ValueError, TypeError) as exc:
+            raise LensfreeError(f"simulate ensemble: {exc}") from None
+        with open_backend(o.execution) as backend:
+            t0 = time.perf_counter()
+            attrs = simulate_ensemble(backend, params, o.out, chunk_frames=o.chunk)
+            if backend.is_root:
+                t = attrs["truth"]
+                report([f"{o.out}: {params.n_frames} frames of {o.size}x{o.size} {params.dtype} "
+                        f"in {time.perf_counter() - t0:.1f} s; planted {len(t['weak'])} weak, "
+                        f"{len(t['streak'])} streak, {len(t['invalid'])} invalid; centre "
+                        f"({t['center'][0]:.2f}, {t['center'][1]:.2f})"])
+        return 0
+
+
+@dataclass(frozen=True)
+class SimulateObjectOptions:
+    """``lensfree simulate object --out RUN.zarr [options]``."""
+
+    out: str = param(None, "run store to write (RUN.zarr)", required=True)
+    shape: str = param("letter", "letter, blobs or cell")
+    size: int = param(128, "array size in pixels", check=at_least(16))
+    oversampling: float = param(3.0, "per dimension", check=positive)
+    photons: float = param(1e9, "total expected counts", check=positive)
+    missing_radius: float = param(3.0, "radius of the missing centre, px")
+    seed: int = param(0, "noise seed")
+
+
+class SimulateObject(Command):
+    name = "simulate.object"
+    help = "an isolated object's noisy far-field amplitude"
+    Options = SimulateObjectOptions
+
+    def run_path(self, opts):
+        return None
+
+    def handler(self, o) -> int:
+        from lensfree.launch.stage_simulate import simulate_object
+
+        try:
+            attrs = simulate_object(o.out, name=o.shape, size=o.size,
+                                    oversampling=o.oversampling, photons=o.photons,
+                                    missing_radius=o.missing_radius, seed=o.seed)
+        except ValueError as exc:
+            raise LensfreeError(f"simulate object: {exc}") from None
+        report([f"{o.out}: {o.shape} {o.size}x{o.size}, {o.photons:.3g} photons, "
+                f"{attrs['missing_fraction']:.1%} of pixels missing at the centre"])
+        return 0
+
+
+@dataclass(frozen=True)
+class SimulatePtychoOptions:
+    """``lensfree simulate ptycho --out X.zarr [options]``."""
+
+    out: str = param(None, "frame store to write (X.zarr)", required=True)
+    positions: int = param(100, "scan positions", check=at_least(1))
+    size: int = param(64, "frame size in pixels", check=at_least(8))
+    scan: str = param("fermat", "scan pattern", choices=("fermat", "raster"))
+    overlap: float = param(0.7, "1 - step / probe diameter")
+    probe: str = param("focused", "probe kind", choices=("focused", "pinhole"))
+    probe_diameter: float | None = param(None, "px", default_help="size / 4")
+    probe_modes: int = param(1, "incoherent modes", check=at_least(1))
+    photons: float = param(1e6, "mean counts per frame, Poisson; 0 for noise-free")
+    position_error: float = param(0.0, "RMS error of the recorded positions, px")
+    drift: tuple[float, float] = param((0.0, 0.0), "linear drift of the recorded positions "
+                                       "over the scan, px", nargs=2, metavar=("DY", "DX"))
+    subpixel: bool = param(False, "true positions off the pixel grid [rounded to whole "
+                           "pixels]", action="store_true")
+    seed: int = param(0, "seed")
+
+
+class SimulatePtycho(Command):
+    name = "simulate.ptycho"
+    help = "a far-field ptychography scan with known truth"
+    Options = SimulatePtychoOptions
+
+    def run_path(self, opts):
+        return None
+
+    def handler(self, o) -> int:
+        from lensfree.engine.simulate_ptycho import PtychoSimParams
+        from lensfree.io.scan import simulate_ptycho
+
+        try:
+            params = PtychoSimParams(
+                n_positions=o.positions, frame_size=o.size, scan=o.scan, overlap=o.overlap,
+                probe=o.probe, probe_diameter=o.probe_diameter, probe_modes=o.probe_modes,
+                photons=o.photons or None, position_error=o.position_error,
+                drift=tuple(o.drift), subpixel=o.subpixel, seed=o.seed)
+            info = simulate_ptycho(o.out, params)
+        except ValueError as exc:
+            raise LensfreeError(f"simulate ptycho: {exc}") from None
+        oy, ox = info["object_shape"]
+        report([f"{o.out}: {o.positions} frames of {o.size}x{o.size} ({o.scan} scan), object "
+                f"{oy}x{ox}; recorded positions off by {info['position_error']:.2f} px RMS"])
+        return 0
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """``lensfree ingest FILE --out X.zarr [options]``."""
+
+    input: str = param(None, "CXI, Eiger master or HDF5 file; with --pattern .npz/.npy/.tif/"
+                       ".h5/.zarr", positional=True)
+    out: str = param(None, "frame store (X.zarr), or with --pattern the run store (RUN.zarr) "
+                     "to write", required=True)
+    dataset: str | None = param(None, "HDF5 path of the frames (plain HDF5)", default_help="auto")
+    mask_dataset: str | None = param(None, "HDF5 path of a mask (nonzero = bad)",
+                                     default_help="auto")
+    chunk: int = param(64, "frames per chunk", check=at_least(1))
+    quiet: bool = param(False, "no progress bars", action="store_true")
+    geometry: GeometryOptions = param(default_factory=GeometryOptions,
+                                      group="geometry (overrides the file's)")
+    pattern: bool = param(False, "the file holds one 2D pattern: RUN.zarr/ensemble/ ready "
+                          "for phasing", action="store_true")
+    key: str | None = param(None, "array name", default_help=".npz: intensity or data")
+    valid_key: str | None = param(None, "array of measured pixels (nonzero = measured)",
+                                  default_help="none")
+    support_key: str | None = param(None, "real-space support array",
+                                    default_help=".npz: support")
+    zeros_measured: bool = param(False, "exact zeros are measured counts, not unmeasured "
+                                 "pixels", action="store_true")
+    amplitude: bool = param(False, "the file holds amplitudes", action="store_true")
+    fft_shifted: bool = param(False, "zero frequency at pixel (0, 0)", action="store_true")
+    center: tuple[float, float] | None = param(None, "zero frequency in file pixels", nargs=2,
+                                               metavar=("Y", "X"),
+                                               default_help="found from centrosymmetry")
+
+
+class Ingest(Command):
+    name = "ingest"
+    help = ("convert a CXI/HDF5 file to a frame store, or one summed pattern (--pattern) to "
+            "a run store")
+    Options = IngestOptions
+
+    def run_path(self, opts):
+        return None
+
+    def handler(self, o) -> int:
+        from lensfree.io.ingest import ingest, ingest_pattern
+
+        geometry = o.geometry.geometry()
+        if o.pattern:
+            info = ingest_pattern(
+                o.input, o.out, key=o.key, valid_key=o.valid_key, support_key=o.support_key,
+                zero_is_missing=not o.zeros_measured, geometry=geometry,
+                amplitude=o.amplitude, fft_shifted=o.fft_shifted, center=o.center)
+            (h, w), (cy, cx) = info["shape"], info["center"]
+            report([f"{o.out}: ensemble/ {h}x{w} {info['quantity']} from {o.input}; centre "
+                    f"({cy:.2f}, {cx:.2f}) moved by {info['shift']}; {info['n_valid']} valid "
+                    "pixels" + ("; support" if info["has_support"] else "")])
+            return 0
+        given = [flag for flag, v in (
+            ("--key", o.key), ("--valid-key", o.valid_key), ("--support-key", o.support_key),
+            ("--center", o.center), ("--zeros-measured", o.zeros_measured),
+            ("--amplitude", o.amplitude), ("--fft-shifted", o.fft_shifted))
+            if v not in (None, False)]
+        if given:
+            raise LensfreeError(f"{', '.join(given)}: only with --pattern")
+        info = ingest(o.input, o.out, dataset=o.dataset, mask_dataset=o.mask_dataset,
+                      geometry=geometry, chunk_frames=o.chunk, progress=not o.quiet)
+        report([f"{o.out}: {info['n_frames']} frames of {info['frame_shape']} {info['dtype']} "
+                f"from {o.input}"])
+        return 0
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """``lensfree demo [--out DIR]``."""
+
+    out: str = param("lensfree-demo", "output folder")
+    frames: int = param(1000, "frames to simulate", check=at_least(1))
+    execution: Execution = param(default_factory=Execution, group="execution")
+
+
+class Demo(Command):
+    name = "demo"
+    help = "the whole pipeline on built-in simulated data"
+    Options = DemoOptions
+
+    def run_path(self, opts):
+        return None
+
+    def handler(self, o) -> int:
+        from lensfree.launch.demo import run_demo
+
+        with open_backend(o.execution) as backend:
+            run_demo(backend, o.out, o.frames, o.execution.seed)
+        return 0
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """``lensfree report RUN.zarr [--out DIR]``."""
+
+    run: str = param(None, "run store (RUN.zarr)", positional=True)
+    out: str | None = param(None, "folder for the report",
+                            default_help="RUN-report next to RUN")
+
+
+class Report(Command):
+    name = "report"
+    help = "PNG figures and a Markdown summary of a run store"
+    Options = ReportOptions
+
+    def handler(self, o) -> int:
+        from lensfree.io.report import write_report
+        from lensfree.launch.registry import STAGES
+
+        out = o.out or os.path.splitext(os.path.normpath(o.run))[0] + "-report"
+        paths = write_report(o.run, out, groups=[s.group for s in STAGES.values()])
+        report([f"{o.run}: report in {out}: {', '.join(os.path.basename(p) for p in paths)}"])
+        return 0

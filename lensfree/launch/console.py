@@ -1,0 +1,44 @@
+"""What the command line shows while a command runs: the back end it got and its result.
+
+Only the command line prints; the library logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import contextmanager
+
+from lensfree.launch import backends
+
+
+class ServedCluster(Exception):  # noqa: N818 (not an error: a rank's part is done)
+    """This MPI rank ran the scheduler or a worker of a Dask cluster booted inside the
+    allocation, and the cluster has finished: the command is done here."""
+
+
+@contextmanager
+def open_backend(execution):
+    """The back end ``execution`` asks for, announced on the root, closed afterwards."""
+    if execution.backend == "dask" and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        import distributed  # noqa: F401  (its import sets its loggers to INFO)
+
+        # cluster start and stop at INFO are noise on a user's terminal
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    backend = backends.start_backend(
+        execution.backend, workers=execution.workers, scheduler=execution.scheduler,
+        progress=not execution.quiet, dashboard_address=execution.dashboard_address)
+    if backend is None:
+        raise ServedCluster
+    with backend:
+        if backend.is_root:
+            link = getattr(backend, "dashboard_link", None)
+            extra = f", dashboard {link}" if link else ""
+            report([f"backend {backend.name}: {backend.n_workers} worker(s){extra}"])
+        yield backend
+
+
+def report(lines) -> None:
+    """Print a command's result lines."""
+    for line in lines:
+        print(line, file=sys.stdout, flush=True)
