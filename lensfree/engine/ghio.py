@@ -104,8 +104,12 @@ def run_member(
     support : (h, w) bool
         Starting support: the initial (autocorrelation) support in generation 0, the
         guide's final support afterwards (the bred start is aligned to the guide).
-    schedule, params
-        Passed to :func:`lensfree.engine.phasing.run`.
+    schedule : str or tuple of Step
+        The phasing steps, a string or already parsed
+        (:func:`lensfree.engine.schedule.as_schedule`): parse once, then pass the steps to
+        every member. Passed to :func:`lensfree.engine.phasing.run` with ``params``.
+    params : PhasingParams or None
+        Algorithm parameters; None takes the defaults.
     seed : int
         The member's seed, :func:`member_seed` ``(run_seed, generation, member)``.
     guide : (h, w) complex, optional
@@ -147,6 +151,7 @@ def run_population(
     """
     if parents not in ("previous", "random"):
         raise ValueError(f"parents must be 'previous' or 'random', got {parents!r}")
+    steps = phasing.as_schedule(schedule)  # parsed once for every member and generation
     scores = np.empty((generations, members))
     objects: list[np.ndarray] = []
     supports: list[np.ndarray] = []
@@ -156,7 +161,7 @@ def run_population(
         results = []
         for k in range(members):
             previous = objects[k] if (guide is not None and parents == "previous") else None
-            results.append(run_member(amplitude, valid, start_support, schedule, params,
+            results.append(run_member(amplitude, valid, start_support, steps, params,
                                       member_seed(run_seed, g, k), guide, previous))
         objects = [r[0] for r in results]
         supports = [r[1] for r in results]

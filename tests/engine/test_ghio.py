@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lensfree.engine import align, ghio, phasing, shapes
+from lensfree.engine import align, ghio, phasing, schedule, shapes
 
 
 def test_member_seed_is_stable_and_distinct():
@@ -115,6 +115,22 @@ def test_population_is_deterministic(real_letter):
     assert np.array_equal(alone[0], ghio.run_population(
         *args, run_seed=11, members=3, generations=1)[0][1])
     assert guide.dtype == np.complex64
+
+
+def test_a_parsed_schedule_gives_the_same_member_and_is_parsed_once(real_letter, monkeypatch):
+    amplitude, valid = shapes.far_field(real_letter, 1e8, np.random.default_rng(0), 6.0)
+    support = phasing.autocorrelation_support(amplitude, valid, threshold=0.1)
+    text = "(HIO:8,ER:2)*2;shrinkwrap=10"
+    steps = schedule.parse_schedule(text)
+    from_text = ghio.run_member(amplitude, valid, support, text, _PARAMS, 5)
+    from_steps = ghio.run_member(amplitude, valid, support, steps, _PARAMS, 5)
+    assert from_text[0].tobytes() == from_steps[0].tobytes()
+    assert np.array_equal(from_text[2].r_fourier, from_steps[2].r_fourier, equal_nan=True)
+    calls = []
+    parse = schedule.parse_schedule
+    monkeypatch.setattr(schedule, "parse_schedule", lambda *a: calls.append(a) or parse(*a))
+    ghio.run_population(amplitude, valid, support, text, _PARAMS, members=3, generations=2)
+    assert len(calls) == 1
 
 
 def test_run_population_rejects_unknown_parent_rule(real_letter):

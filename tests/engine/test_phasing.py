@@ -1,58 +1,36 @@
-"""Phase retrieval: schedules, projections, ER/HIO/RAAR recovering a simulated object."""
+"""Phase retrieval: parameters, projections, ER/HIO/RAAR recovering a simulated object
+(schedule parsing: test_schedule.py)."""
 
 from __future__ import annotations
+
+from dataclasses import fields
 
 import numpy as np
 import pytest
 
-from lensfree.engine import align, ghio, phasing, schedule, shapes
-from lensfree.engine.phasing import ER, HIO, RAAR, PhasingParams, parse_schedule
+from lensfree.engine import align, ghio, phasing, projections, schedule, shapes
+from lensfree.engine.phasing import PhasingParams
 
-# ----------------------------------------------------------------------------- schedules
-
-
-def test_parse_simple_schedule_and_shrinkwrap_option():
-    steps = parse_schedule("HIO:400, er:100 ;shrinkwrap=50")
-    assert steps == (HIO(400, 50), ER(100, 50))
-    assert parse_schedule("HIO:400,ER:100") == (HIO(400), ER(100))
-    assert parse_schedule("HIO:400,ER:100", shrinkwrap=20) == (HIO(400, 20), ER(100, 20))
+# ----------------------------------------------------------------------------- parameters
 
 
-def test_schedule_names_are_reexported_by_phasing():
-    for name in schedule.__all__:
-        assert getattr(phasing, name) is getattr(schedule, name)
-        assert name in phasing.__all__
+def test_schedule_and_projection_names_are_reexported_by_phasing():
+    for module in (schedule, projections):
+        for name in set(module.__all__) - {"constrain", "modulus_inplace"}:
+            assert getattr(phasing, name) is getattr(module, name)
+            assert name in phasing.__all__
 
 
-def test_parse_groups_and_beta():
-    steps = parse_schedule("(HIO:9,ER:1)*3,RAAR:50:0.75,ER:20")
-    assert steps == (HIO(9), ER(1)) * 3 + (RAAR(50, beta=0.75), ER(20))
-    nested = parse_schedule("((HIO:2,ER:1)x2,ER:5)*2")
-    assert sum(s.iterations for s in nested) == 2 * (2 * 3 + 5)
-
-
-@pytest.mark.parametrize(
-    "text, token",
-    [
-        ("HIO", "HIO"),
-        ("HIO:400,ER:1x0", "ER:1x0"),
-        ("HIO:0", "HIO:0"),
-        ("FOO:10", "FOO:10"),
-        ("HIO:10,,ER:5", "''"),
-        ("(HIO:9,ER:1)", "(HIO:9,ER:1)"),
-        ("(HIO:9,ER:1)*0", "(HIO:9,ER:1)*0"),
-        ("ER:10:0.5", "ER:10:0.5"),
-        ("HIO:10;shrinkwrap=often", "shrinkwrap=often"),
-        ("HIO:10;sw=5", "sw=5"),
-        ("(HIO:10", "unbalanced"),
-        ("HIO:10:3", "beta"),
-        ("", "no steps"),
-    ],
-)
-def test_parse_errors_name_the_bad_token(text, token):
-    with pytest.raises(ValueError) as excinfo:
-        parse_schedule(text)
-    assert token in str(excinfo.value)
+def test_params_defaults_are_the_working_values_and_every_field_has_help():
+    p = PhasingParams()
+    # the values that recover the object (0.15 and 1.5 recovered 0/20 starts at 64^2)
+    assert (p.shrinkwrap_threshold, p.shrinkwrap_sigma_start, p.shrinkwrap_sigma_end) == (
+        0.2, 3.0, 1.0)
+    for f in fields(PhasingParams):
+        text = f.metadata["help"]
+        assert text and "\n" not in text and "[" not in text and "%" not in text, f.name
+    positivity = {f.name: f for f in fields(PhasingParams)}["positivity"]
+    assert positivity.metadata["choices"] == phasing.POSITIVITY
 
 
 def test_params_validate():
