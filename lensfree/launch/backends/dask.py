@@ -69,6 +69,8 @@ class DaskBackend(Backend):
         return results
 
     def reduce(self, fn, tasks, shared=None, *, combine, names=None, desc=""):
+        from distributed import as_completed
+
         check_tasks(tasks)
         leaves, shared_future, token = self._submit(fn, tasks, shared, names)
         prefix = f"{desc or 'reduce'}-fold"
@@ -82,12 +84,14 @@ class DaskBackend(Backend):
                                       key=f"{prefix}-{lo}-{hi}-{token}", priority=1,
                                       pure=False, retries=2)
 
-        # only the root's future stays referenced: the scheduler frees each partial
-        # once its fold has run, and the client receives the root's value alone
+        # the client lets go of every future but the root's (a done leaf at once): the
+        # scheduler frees each partial once its fold has run, and sends the root alone
         root = node(0, len(tasks))
-        self._wait(leaves, desc)
-        for f in leaves:
-            f.release()
+        with self._bar(len(leaves), desc) as bar:
+            for leaf in as_completed(leaves):
+                bar.update()
+                if leaf is not root:
+                    leaf.release()
         shared_future.release()
         result = root.result()
         root.release()

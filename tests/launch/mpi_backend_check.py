@@ -1,0 +1,77 @@
+"""The Backend interface on MPI: run as ``mpiexec -n 2 python -m mpi4py THIS OUT_DIR MODE``.
+
+MODE ``check``: map, bcast and reduce; every rank writes what it got to ``OUT_DIR/rankR.npz``
+for `test_backends` to compare. MODE ``fail``: a task on the last rank raises during a
+reduce while rank 0 waits for that rank's partial; the job must abort, not hang.
+The task functions here serve the local and Dask cases of `test_backends` too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+#: reduce over these numbers of tasks: one leaf, a pair, the tree's uneven shapes, a full
+#: power of two and a long right spine
+TASK_COUNTS = (1, 2, 3, 7, 16, 37)
+SEED = 20260
+
+
+def random_block(task: int, shared: int) -> np.ndarray:
+    """Positive float64 values over six decades, seeded by ``shared``: any change of
+    summation order shows in the last bits, and no cancellation spoils np.sum's."""
+    rng = np.random.default_rng([shared, task])
+    return rng.random(64) * 10.0 ** rng.uniform(-3, 3, 64)
+
+
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a + b
+
+
+def tagged(task, shared):
+    return task, shared
+
+
+def fails_on_last(task: int, shared: int) -> np.ndarray:
+    """A block, except for the last of ``shared`` tasks."""
+    if task == shared - 1:
+        raise ValueError(f"task {task} fails")
+    return random_block(task, SEED)
+
+
+def _check(out_dir: str) -> None:
+    from lensfree.launch.backends import MPIBackend, rank_of
+
+    backend = MPIBackend(progress=False)
+    assert rank_of("mpi") == backend.rank
+    mapped = backend.map(tagged, list(range(5)), "shared")
+    assert mapped == ([(t, "shared") for t in range(5)] if backend.is_root else None), mapped
+    assert backend.bcast({"root": backend.rank}) == {"root": 0}
+    try:
+        backend.reduce(random_block, [], SEED, combine=add)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("reduce over no tasks returned")
+    sums = {f"n{n}": backend.reduce(random_block, list(range(n)), SEED, combine=add)
+            for n in TASK_COUNTS}
+    np.savez(f"{out_dir}/rank{backend.rank}.npz", **sums)
+
+
+def _fail() -> None:
+    from lensfree.launch.backends import MPIBackend
+
+    backend = MPIBackend(progress=False)
+    backend.reduce(fails_on_last, list(range(16)), 16, combine=add)
+
+
+if __name__ == "__main__":
+    from lensfree.launch.backends import abort_job, rank_of
+
+    try:
+        _check(sys.argv[1]) if sys.argv[2] == "check" else _fail()
+    except Exception as exc:  # as the CLI does: report, then take the whole job down
+        print(f"rank {rank_of('mpi')}: {exc!r}", file=sys.stderr, flush=True)
+        abort_job("mpi", 3)
+        raise

@@ -1,0 +1,189 @@
+"""The Backend interface itself (map, bcast, reduce, failures, the registry) on local with
+1 and 2 threads, a real Dask LocalCluster and ``mpiexec -n 2``.
+
+``reduce`` must fold in one fixed tree: every back end's sums are compared bit for bit
+with a serial evaluation of that tree, written here from its definition.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lensfree.errors import LensfreeError
+from lensfree.launch.backends import (
+    BACKENDS,
+    DaskBackend,
+    LocalBackend,
+    abort_job,
+    make_backend,
+    rank_of,
+    start_backend,
+)
+from tests.conftest import mpiexec
+from tests.launch.mpi_backend_check import (
+    SEED,
+    TASK_COUNTS,
+    add,
+    fails_on_last,
+    random_block,
+    tagged,
+)
+
+MPI_CHECK = Path(__file__).with_name("mpi_backend_check.py")
+
+
+def _blocks(n):
+    return [random_block(t, SEED) for t in range(n)]
+
+
+def _tree(values, lo, hi):
+    """The fold's definition: [lo, hi) splits at lo + 2**floor(log2(hi - lo - 1))."""
+    if hi - lo == 1:
+        return values[lo]
+    mid = lo + 2 ** math.floor(math.log2(hi - lo - 1))
+    return _tree(values, lo, mid) + _tree(values, mid, hi)
+
+
+@pytest.fixture(scope="module")
+def serial_sums():
+    return {n: _tree(_blocks(n), 0, n) for n in TASK_COUNTS}
+
+
+@pytest.fixture(scope="module")
+def dask_backend():
+    with DaskBackend(2, dashboard_address=":0", progress=False) as backend:
+        yield backend
+
+
+@pytest.fixture(params=["local-1", "local-2", "dask"])
+def backend(request):
+    if request.param == "dask":
+        return request.getfixturevalue("dask_backend")
+    return LocalBackend(int(request.param[-1]), progress=False)
+
+
+def test_map_returns_results_in_task_order_with_shared(backend):
+    tasks = list(range(9))
+    names = [f"tagged-{t}" for t in tasks]
+    assert backend.map(tagged, tasks, {"mask": 1}, names=names) == [(t, {"mask": 1})
+                                                                     for t in tasks]
+    assert backend.map(tagged, [], None) == []
+
+
+def test_bcast_on_one_process_is_the_object(backend):
+    obj = {"run_id": "abc", "shape": (3, 4)}
+    assert backend.bcast(obj) == obj
+
+
+@pytest.mark.parametrize("n", TASK_COUNTS)
+def test_reduce_is_the_fixed_tree_bit_for_bit(backend, serial_sums, n):
+    names = [f"block-{t:02d}" for t in range(n)]
+    total = backend.reduce(random_block, list(range(n)), SEED, combine=add, names=names,
+                           desc="test")
+    assert total.dtype == np.float64
+    assert np.array_equal(total, serial_sums[n])
+    np.testing.assert_allclose(total, np.sum(_blocks(n), axis=0), rtol=1e-12, atol=0)
+
+
+def test_the_data_tell_fold_orders_apart(serial_sums):
+    """Guard for the test above: a left-to-right fold of the same blocks differs in the
+    last bits, so agreeing with the tree is not agreeing with any order at all."""
+    for n in (7, 16, 37):
+        left_to_right = _blocks(n)[0]
+        for block in _blocks(n)[1:]:
+            left_to_right = left_to_right + block
+        assert not np.array_equal(left_to_right, serial_sums[n])
+
+
+def test_reduce_over_no_tasks_is_an_error(backend):
+    with pytest.raises(ValueError, match="empty task list"):
+        backend.reduce(random_block, [], SEED, combine=add)
+
+
+def test_a_failing_task_is_an_error_on_the_root(backend):
+    with pytest.raises(ValueError, match="task 6 fails"):
+        backend.map(fails_on_last, list(range(7)), 7)
+    with pytest.raises(ValueError, match="task 6 fails"):
+        backend.reduce(fails_on_last, list(range(7)), 7, combine=add)
+
+
+class _Partial:
+    """A partial result that counts how many of its kind are alive."""
+
+    alive = peak = 0
+    lock = threading.Lock()
+
+    def __init__(self):
+        with _Partial.lock:
+            _Partial.alive += 1
+            _Partial.peak = max(_Partial.peak, _Partial.alive)
+
+    def __del__(self):
+        with _Partial.lock:
+            _Partial.alive -= 1
+
+
+def _partial(task, shared):
+    return _Partial()
+
+
+def _merge(a, b):
+    return _Partial()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_local_reduce_never_holds_every_partial(workers):
+    _Partial.peak = _Partial.alive
+    LocalBackend(workers, progress=False).reduce(_partial, list(range(256)), None,
+                                                 combine=_merge)
+    # log2(256) + 1 complete subtrees, plus two tasks per thread computed ahead
+    assert _Partial.peak <= 9 + 2 + 2 * workers + 1
+
+
+def test_registry_and_its_errors():
+    assert tuple(BACKENDS) == ("local", "dask", "mpi")
+    assert all(cls.name == name for name, cls in BACKENDS.items())
+    backend = make_backend("local", workers=2, progress=False)
+    assert isinstance(backend, LocalBackend) and backend.n_workers == 2
+    assert isinstance(start_backend("local", progress=False), LocalBackend)  # not in MPI
+    with pytest.raises(LensfreeError, match="--backend gpu: unknown, choose one of "
+                                            "local, dask, mpi"):
+        make_backend("gpu")
+    for workers in (0, -1):
+        with pytest.raises(LensfreeError, match=f"--workers {workers}: must be at least 1"):
+            make_backend("local", workers=workers)
+    with pytest.raises(LensfreeError, match="--workers 0"):
+        start_backend("dask", workers=0)
+    assert rank_of("local") == rank_of("dask") == rank_of(None) == 0
+    assert abort_job("local", 3) is None  # nothing to stop: the caller returns the code
+
+
+def _mpi(*args, timeout=120):
+    return subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py",
+                           str(MPI_CHECK), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.skipif(mpiexec() is None, reason="no mpiexec (pip install 'lensfree[mpi]')")
+def test_mpiexec_two_ranks_map_bcast_and_reduce_bit_for_bit(serial_sums, tmp_path):
+    proc = _mpi(str(tmp_path), "check")
+    assert proc.returncode == 0, proc.stderr
+    for rank in (0, 1):  # the root's value on every rank
+        sums = np.load(tmp_path / f"rank{rank}.npz")
+        for n in TASK_COUNTS:
+            assert np.array_equal(sums[f"n{n}"], serial_sums[n]), (rank, n)
+
+
+@pytest.mark.skipif(mpiexec() is None, reason="no mpiexec (pip install 'lensfree[mpi]')")
+def test_mpiexec_failing_task_aborts_the_job(tmp_path):
+    # rank 0 waits for rank 1's partial when rank 1's last task raises: abort, not a hang
+    # (the code is abort_job's; the rank's message may die with it in mpiexec's pipes)
+    proc = _mpi(str(tmp_path), "fail")
+    assert proc.returncode == 3, proc.stderr
