@@ -41,6 +41,13 @@ class Option:
     metadata: dict
 
     @property
+    def action(self) -> str | None:
+        """How a flag without a value acts: a bool field defaulting to False is a switch."""
+        if self.metadata.get("action"):
+            return self.metadata["action"]
+        return "store_true" if self.kind is bool and self.default is False else None
+
+    @property
     def key(self) -> str:
         """The TOML key: the flag's spelling with underscores, else the name."""
         return self.flag.lstrip("-").replace("-", "_") if self.flag else self.name
@@ -130,7 +137,7 @@ def _add(parser, opt: Option, no_defaults: bool) -> None:
     if opt.flag is None:
         parser.add_argument(opt.name, help=opt.help)
         return
-    action = m.get("action")
+    action = opt.action
     if action in ("store_true", "store_false"):
         parser.add_argument(opt.flag, dest=opt.name, help=opt.help,
                             action="store_const", const=action == "store_true",
@@ -158,7 +165,7 @@ def values_of(namespace: argparse.Namespace, cls) -> dict:
 
 def _type_error(opt: Option, value) -> str | None:
     m = opt.metadata
-    if m.get("action"):
+    if opt.action:
         return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
     nargs = m.get("nargs")
     if nargs is not None:
@@ -193,9 +200,9 @@ def check_table(cls, table: dict) -> tuple[dict, list[str]]:
             problems.append(f"{key}: {why}")
             continue
         m = opt.metadata
-        if m.get("action") == "store_false":
+        if opt.action == "store_false":
             value = not value
-        elif m.get("action") == "store_const":
+        elif opt.action == "store_const":
             value = m["const"] if value else opt.default
         values[opt.name] = value
     return values, problems

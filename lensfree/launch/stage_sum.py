@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lensfree.engine import ensemble
-from lensfree.engine.params import check_fields, non_negative, optional, param, at_least
+from lensfree.engine.params import at_least, check_fields, non_negative, optional, param
 from lensfree.engine.pattern import prepare_pattern
 from lensfree.errors import LensfreeError
 from lensfree.io import frames as frame_io
@@ -120,11 +120,14 @@ def sum_shard(task, shared: _Shared):
 
 
 def _add_sums(a, b):
-    """Fold two shards' (accepted, background, seconds)."""
+    """Fold two shards' (accepted, background, seconds); the fold times itself."""
+    t0 = time.perf_counter()
+    accepted, background = a[0] + b[0], a[1] + b[1]
     seconds = dict(a[2])
     for part, s in b[2].items():
         seconds[part] = seconds.get(part, 0.0) + s
-    return a[0] + b[0], a[1] + b[1], seconds
+    seconds["reduce"] = seconds.get("reduce", 0.0) + time.perf_counter() - t0
+    return accepted, background, seconds
 
 
 class SumStage(Stage):
@@ -174,7 +177,7 @@ class SumStage(Stage):
             names=[f"sum-{s.name}" for s in shards], desc="sum")
         if not ctx.is_root:
             return None
-        ctx.clock.merge(seconds)
+        ctx.clock.merge({"reduce": 0.0, **seconds})  # one shard: nothing to fold
         t_finish = time.perf_counter()
         counts = {name: int((status == code).sum())
                   for code, name in ensemble.STATUS_NAMES.items()}

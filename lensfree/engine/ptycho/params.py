@@ -1,0 +1,65 @@
+"""Ptychography reconstruction parameters: the engines and their steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lensfree.engine.params import (
+    at_least,
+    check_fields,
+    non_negative,
+    one_of,
+    optional,
+    param,
+    positive,
+    within,
+)
+
+ENGINES = ("epie", "rpie", "parallel")
+
+
+@dataclass(frozen=True)
+class PtychoParams:
+    """Reconstruction parameters.
+
+    engine : ``epie``, ``rpie`` (serial) or ``parallel`` (blocks reduced every iteration).
+    alpha : object step. ePIE: ``alpha conj(P) dpsi / max|P|^2`` (1.0); rPIE: the
+        regularisation weight of its denominator (0.1 is Maiden 2017's choice).
+    beta : probe step of ePIE/rPIE (1.0).
+    probe_start : first iteration that updates the probe (the object settles first).
+    regularisation : parallel form: ``O = (num + r O_old) / (den + r)``, ``r`` this
+        fraction of ``max(den)``; keeps weakly lit pixels from blowing up.
+    refine_positions, refine_start, refine_every : refine every position every
+        ``refine_every`` iterations from iteration ``refine_start``.
+    refine_gain, max_step : ``dr <- clip(gain * dr, -max_step, max_step)`` px per update.
+    """
+
+    engine: str = param("parallel", "serial ePIE/rPIE, or blocks reduced every iteration",
+                        choices=ENGINES, check=one_of(*ENGINES))
+    iterations: int = param(100, "iterations", check=at_least(1))
+    probe_modes: int = param(1, "incoherent probe modes", check=within(1, 16, closed="both"))
+    alpha: float | None = param(None, "object step", check=optional(within(0, 2, closed="hi")),
+                                default_help="ePIE 1, rPIE 0.1")
+    beta: float = param(1.0, "ePIE/rPIE probe step", check=within(0, 2, closed="both"))
+    probe_start: int = param(2, "first iteration updating the probe", check=at_least(0))
+    regularisation: float = param(1e-3, "parallel engine: weight of the old object, as a "
+                                  "fraction of the largest illumination", check=non_negative)
+    refine_positions: bool = param(False, "refine every position", action="store_true")
+    refine_start: int = param(10, "refine positions from this iteration", check=at_least(0))
+    refine_every: int = param(1, "refine positions every k iterations", check=at_least(1))
+    refine_gain: float = param(1.0, "gain of the position step", check=positive)
+    max_step: float = param(0.5, "px per position update and axis", check=positive)
+    seed: int = param(0, "seed of the serial engines' position order", execution="seed")
+
+    def __post_init__(self):
+        check_fields(self)
+
+    @property
+    def object_step(self) -> float:
+        if self.alpha is not None:
+            return self.alpha
+        return 0.1 if self.engine == "rpie" else 1.0
+
+    def refines_at(self, iteration: int) -> bool:
+        return (self.refine_positions and iteration >= self.refine_start
+                and (iteration - self.refine_start) % self.refine_every == 0)
