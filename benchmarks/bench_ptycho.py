@@ -44,8 +44,9 @@ from timing import median_time  # noqa: E402
 from lensfree.engine import fft as fftlib  # noqa: E402
 from lensfree.engine import ptycho as pt  # noqa: E402
 from lensfree.engine import simulate_ptycho as sp  # noqa: E402
+from lensfree.io.scan import score_run, simulate_ptycho  # noqa: E402
 from lensfree.launch.backends import make_backend  # noqa: E402
-from lensfree.launch.stage_ptycho import PtychoStageParams, run_ptycho, simulate_ptycho  # noqa: E402
+from lensfree.launch.stage_ptycho import PtychoStageParams, run_ptycho  # noqa: E402
 
 #: ptypy's difference map on one core of this kind of machine (issue 5), ms/frame-iteration
 PTYPY_MS = 0.8
@@ -102,21 +103,6 @@ def iteration_time(frames: str, tmp: str, case: str, backend: str, workers: int,
         attrs = run_ptycho(be, frames, os.path.join(tmp, f"run-{tag}.zarr"),
                            _engine(case, iterations))
         return attrs["seconds_per_iteration"]
-
-
-def lensfree_scores(frames: str, run: str) -> tuple[float, float, float]:
-    """(object error, position error before, after) of a finished lensfree run."""
-    src = zarr.open_group(frames, mode="r")
-    g = zarr.open_group(run, mode="r")["ptycho"]
-    obj, probe = g["object"][...], g["probe"][...]
-    origin = np.asarray(g.attrs["object_origin"])
-    truth = pt.in_frame(src["truth/object"][...], origin, obj.shape)
-    crops, _ = pt.corners(g["positions"][...], origin, obj.shape, probe.shape[-2:])
-    lit = pt.illumination(crops, probe, obj.shape)
-    true_pos = src["truth/positions"][...]
-    return (pt.object_error(obj, truth, lit > 0.1 * lit.max()),
-            pt.position_error(g["positions_initial"][...], true_pos),
-            pt.position_error(g["positions"][...], true_pos))
 
 
 def _ptylab_run(frames: str, tmp: str, iterations: int) -> dict:
@@ -193,7 +179,7 @@ def side_by_side(tmp: str, n: int, size: int, iterations: int,
                                                       refine_positions=True, refine_start=10))
     with make_backend("local", workers=1, progress=False) as be:
         attrs = run_ptycho(be, frames, run, params)
-    err, before, after = lensfree_scores(frames, run)
+    err, before, after = score_run(frames, run)
     out["lensfree"] = {"seconds_per_iteration": attrs["seconds_per_iteration"],
                        "object_error": err, "position_error_before": before,
                        "position_error_after": after}

@@ -1,4 +1,5 @@
-"""Ptychography numerics: geometry, block sums, sub-pixel positions, refinement steps."""
+"""Ptychography numerics: geometry, the shared per-position kernel, block sums, the serial
+sweep, sub-pixel positions, refinement steps, scores."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import pytest
 from lensfree.engine import ptycho as pt
 from lensfree.engine import simulate_ptycho as sp
 from lensfree.engine.align import fourier_shift
+from lensfree.engine.ptycho.geometry import ramp_factors
+from lensfree.engine.ptycho.kernel import PositionKernel, scaled_amplitudes
+from lensfree.engine.ptycho.probe import probe_spectrum
 from lensfree.partitioning import position_blocks
 
 
@@ -81,6 +85,85 @@ def test_masked_pixels_are_left_free(scan):
     assert np.all(np.isfinite(c.obj_num)) and not np.allclose(c.obj_num, a.obj_num)
 
 
+def _start(scan, modes=1):
+    """Engine inputs at the recorded (sub-pixel) positions: the true object (not flat, so
+    that position steps are not zero) and the guessed probe."""
+    amp, valid = pt.prepare_amplitudes(scan.frames)
+    origin, shape = pt.object_frame(scan.positions, (32, 32))
+    crops, fractions = pt.corners(scan.positions, origin, shape, (32, 32))
+    obj = pt.in_frame(scan.object, origin, shape).astype(np.complex64)
+    return obj, pt.initial_probe(scan.probe_guess, amp, modes), crops, fractions, amp, valid
+
+
+def test_kernel_projects_one_position_as_the_formula_says(scan):
+    """psi' = F^-1[A F psi / sqrt(sum_m |F psi_m|^2)] with the probe moved by the sub-pixel
+    rest, against plain numpy FFTs in double precision; unmeasured pixels keep the model."""
+    _, probe, _, fractions, amp, valid = _start(scan, modes=2)
+    j = int(np.argmax(np.abs(fractions).sum(axis=1)))
+    holes = valid[j].copy()
+    holes[:3, :3] = False
+    patch = sp.test_object((32, 32))  # an object crop with amplitude and phase
+    qy, qx = np.fft.fftfreq(32)[:, None], np.fft.fftfreq(32)[None, :]
+    ramp = np.exp(-2j * np.pi * (qy * fractions[j, 0] + qx * fractions[j, 1]))
+    moved = np.fft.ifft2(np.fft.fft2(probe.astype(np.complex128)) * ramp)
+    spec = np.fft.fft2(moved * patch)
+    model = np.sqrt(np.sum(np.abs(spec) ** 2, axis=0))
+    want_error = np.sum(np.where(holes, (model - amp[j]) ** 2, 0))
+    want = np.fft.ifft2(spec * np.where(holes, amp[j] / model, 1))
+
+    kernel = PositionKernel(probe.shape)
+    ry, rx = ramp_factors(fractions[j:j + 1], (32, 32))
+    probe_j, _ = kernel.shift_probe(probe_spectrum(probe), ry[0], rx[0])
+    assert np.linalg.norm(probe_j - moved) <= 1e-6 * np.linalg.norm(moved)
+    error = kernel.project(probe_j, patch.astype(np.complex64), amp[j],
+                           scaled_amplitudes(amp[j:j + 1])[0], ~holes)
+    assert error == pytest.approx(want_error, rel=1e-5)
+    assert np.linalg.norm(kernel.psi_new - want) <= 1e-6 * np.linalg.norm(want)
+    dpsi = want - moved * patch
+    assert np.linalg.norm(kernel.dpsi - dpsi) <= 1e-5 * np.linalg.norm(dpsi)
+
+
+def test_serial_and_parallel_give_the_same_projection(scan):
+    """One position through ePIE and through the parallel form: the same Fourier error and
+    position step, and ePIE's object step is the parallel sums' ``(num - den O) / max den``
+    (both are ``conj(P) (psi' - psi)`` of the one projection)."""
+    obj, probe, crops, fractions, amp, valid = _start(scan, modes=2)
+    for j in (0, int(np.argmax(np.abs(fractions).sum(axis=1)))):
+        one = slice(j, j + 1)
+        block = pt.block_update(obj, probe, crops[one], fractions[one], amp[one], valid[one],
+                                refine=True)
+        new_obj, new_probe, errors, steps = pt.pie_iteration(
+            obj, probe, crops, fractions, amp, valid, np.array([j]), alpha=1.0,
+            update_probe=False, refine=True)
+        assert errors[j] == pytest.approx(block.error[0], rel=1e-6)
+        assert np.abs(block.steps[0]).min() > 1e-3
+        assert np.allclose(steps[j], block.steps[0], rtol=1e-6, atol=0)
+        (y, x), (h, w) = crops[j], probe.shape[-2:]
+        step = new_obj[y:y + h, x:x + w] - obj[y:y + h, x:x + w]
+        want = (block.obj_num - block.obj_den * obj[y:y + h, x:x + w]) / block.obj_den.max()
+        assert np.linalg.norm(step - want) <= 1e-5 * np.linalg.norm(want)
+        assert np.array_equal(new_probe, probe)  # update_probe=False
+
+
+def test_pie_iteration_returns_new_state_and_leaves_its_inputs(scan):
+    obj, probe, crops, fractions, amp, valid = _start(scan, modes=2)
+    inputs = (obj, probe, crops, fractions, amp, valid)
+    copies = [a.copy() for a in inputs]
+    order = np.random.default_rng(0).permutation(len(crops))
+    for engine in ("epie", "rpie"):
+        new_obj, new_probe, errors, steps = pt.pie_iteration(
+            obj, probe, crops, fractions, amp, valid, order, engine=engine, refine=True)
+        for a, b in zip(inputs, copies):
+            assert np.array_equal(a, b)
+        assert new_obj is not obj and new_probe is not probe
+        assert not np.allclose(new_obj, obj) and not np.allclose(new_probe, probe)
+        assert np.isfinite(errors).all() and errors.min() > 0 and steps.shape == (60, 2)
+    again = pt.pie_iteration(obj, probe, crops, fractions, amp, valid, order, refine=True)
+    first = pt.pie_iteration(*copies, order, refine=True)
+    for a, b in zip(again, first):
+        assert np.array_equal(a, b)  # no hidden state between calls
+
+
 def test_block_split_does_not_change_the_sums(scan):
     amp, valid = pt.prepare_amplitudes(scan.frames)
     origin, shape = pt.object_frame(scan.positions, (32, 32))
@@ -116,3 +199,20 @@ def test_object_error_ignores_shift_phase_and_ramp():
     ramped = obj * np.exp(1j * (0.7 + 0.03 * yy - 0.02 * xx))
     assert pt.object_error(ramped, obj, weight) < 0.02
     assert pt.object_error(ramped, obj, weight, ramp=False) > 0.1
+
+
+def test_score_of_the_truth_is_zero_and_counts_position_errors(scan):
+    origin, shape = pt.object_frame(scan.true_positions, (32, 32))
+    obj = pt.in_frame(scan.object, origin, shape)
+    moved = scan.true_positions + [2.0, -1.0]  # a common shift is not an error
+    got = pt.score(obj, scan.probe, moved, scan.positions, origin, scan.object,
+                   scan.true_positions)
+    assert got.object_error < 1e-3
+    assert got.position_error_after == pytest.approx(0, abs=1e-9)
+    assert got.position_error_before == pt.position_error(scan.positions,
+                                                          scan.true_positions)
+    # a truth that starts elsewhere in the frame: the same score once told where
+    shifted = pt.score(pt.in_frame(scan.object, origin - [3, 5], shape), scan.probe, moved,
+                       scan.positions, origin, scan.object, scan.true_positions,
+                       true_origin=(3, 5))
+    assert shifted.object_error < 1e-3

@@ -1,0 +1,50 @@
+"""Far-field ptychography: exit waves, object/probe updates and position refinement.
+
+Conventions: a position ``(y, x)`` is where the probe array's pixel ``(0, 0)`` falls on the
+object, in object pixels of the position frame; the object array starts at ``origin`` of
+that frame (see :func:`object_frame`), so position ``j`` crops
+``O[c_y:c_y+h, c_x:c_x+w]`` with ``c = round(r_j - origin)`` (whole pixels; the positions
+themselves are refined continuously). Amplitudes handed to the engine are unshifted
+(zero frequency at ``[0, 0]``), see :func:`prepare_amplitudes`.
+
+Model (SCIENCE.md section 5): ``psi_jm = P_m O_j``, ``I_j = sum_m |F psi_jm|^2``; the
+Fourier projection ``psi'_jm = F^-1[A_j F psi_jm / sqrt(I_j)]`` on measured pixels.
+
+Modules, along the seams of the method:
+
+- ``geometry``: the object frame, crops and sub-pixel rests, illumination.
+- ``probe``: the starting probe, orthogonal modes, the probe spectrum.
+- ``kernel``: one position (exit waves, Fourier projection, Fourier error, position
+  step), :class:`PositionKernel`, shared by both engines.
+- ``pie``: ePIE and rPIE, serial, :func:`pie_iteration`.
+- ``parallel``: blocks of positions return sums that the root folds in block order,
+  :func:`block_update` and :func:`apply_update`.
+- ``positions``: the steps applied, bounded, global part removed, :func:`refine_positions`.
+- ``score``: object and position errors against a truth, :func:`score`.
+- ``params``: :class:`PtychoParams`.
+
+Updates return new state: :func:`pie_iteration` and :func:`apply_update` leave the object
+and probe they are given untouched.
+
+References
+----------
+A. M. Maiden and J. M. Rodenburg, Ultramicroscopy 109, 1256 (2009).
+A. M. Maiden, D. Johnson and P. Li, Optica 4, 736 (2017).
+P. Thibault and A. Menzel, Nature 494, 68 (2013) (mixed states).
+P. Dwivedi et al., Ultramicroscopy 192, 29 (2018) (gradient position correction).
+"""
+
+from lensfree.engine.ptycho.geometry import corners, illumination, in_frame, object_frame
+from lensfree.engine.ptycho.kernel import PositionKernel, prepare_amplitudes
+from lensfree.engine.ptycho.parallel import BlockResult, apply_update, block_update
+from lensfree.engine.ptycho.params import ENGINES, PtychoParams
+from lensfree.engine.ptycho.pie import pie_iteration
+from lensfree.engine.ptycho.positions import refine_positions
+from lensfree.engine.ptycho.probe import initial_probe, orthogonalise_modes
+from lensfree.engine.ptycho.score import Score, object_error, position_error, score
+
+__all__ = ["BlockResult", "ENGINES", "PositionKernel", "PtychoParams", "Score",
+           "apply_update", "block_update", "corners", "illumination", "in_frame",
+           "initial_probe", "object_error", "object_frame", "orthogonalise_modes",
+           "pie_iteration", "position_error", "prepare_amplitudes", "refine_positions",
+           "score"]

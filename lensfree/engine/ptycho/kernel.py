@@ -1,0 +1,137 @@
+"""The per-position kernel that the serial and the parallel engines share.
+
+For one position ``j``: the exit waves ``psi_m = P_m O_j`` (``P`` moved by the position's
+sub-pixel rest), their Fourier projection onto the measured amplitude
+``psi'_m = F^-1[A_j F psi_m / sqrt(I_j)]``, ``I_j = sum_m |F psi_m|^2`` (unmeasured pixels
+keep the model's own amplitude), the Fourier error ``sum_valid (sqrt(I_j) - A_j)^2`` and the
+gradient-form position step. What an engine does with ``psi'`` (ePIE's step, or the
+parallel form's sums) is the engine's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lensfree.engine import fft as fftlib
+
+#: added to |F psi| before dividing by it: a zero spectrum pixel stays zero (not 0/0)
+_TINY = np.float32(1e-30)
+
+
+def prepare_amplitudes(frames: np.ndarray, mask: np.ndarray | None = None):
+    """``(amplitude, valid)`` for the engine: sqrt of counts, zero frequency moved to [0, 0].
+
+    ``frames`` (N, h, w) centred as stored; NaN, inf and negative pixels, and pixels the
+    mask marks unmeasured, become invalid (left free in the Fourier projection).
+    """
+    frames = np.asarray(frames, dtype=np.float32)
+    valid = np.isfinite(frames) & (frames >= 0)
+    if mask is not None:
+        valid &= np.asarray(mask, bool)[None]
+    amp = np.sqrt(np.where(valid, frames, 0), dtype=np.float32)
+    axes = (-2, -1)
+    return np.fft.ifftshift(amp, axes=axes), np.fft.ifftshift(valid, axes=axes)
+
+
+def scaled_amplitudes(amp: np.ndarray) -> np.ndarray:
+    """``A / (h w)`` float32: the amplitude the projection multiplies by, with the
+    unnormalised inverse FFT's scale folded in (one pass per block, not per position)."""
+    return np.multiply(amp, np.float32(1 / (amp.shape[-2] * amp.shape[-1])), dtype=np.float32)
+
+
+class PositionKernel:
+    """One position at a time, on buffers reused for every position of a sweep or block
+    (each small enough to stay in cache; complex64 throughout, BLAS dots).
+
+    Parameters
+    ----------
+    shape : (M, h, w) of the probe modes.
+    dtype : complex dtype of probe and object.
+
+    Per position: :meth:`shift_probe` when it has a sub-pixel rest, then :meth:`project`,
+    after which :attr:`psi_new` holds ``psi'`` and :attr:`dpsi` holds ``psi' - psi``, then
+    (when refining) :meth:`position_step`. The arrays returned or left in the attributes
+    are the kernel's buffers: valid until the next call.
+    """
+
+    def __init__(self, shape, dtype=np.complex64):
+        m, h, w = shape
+        self.size = h * w
+        self.fft = fftlib.get_fft2((h, w), dtype)
+        buffer = fftlib.empty_aligned
+        self.shifted, self.shifted_conj, self.dpsi, self.psi_new = (
+            buffer((m, h, w), dtype) for _ in range(4))
+        self.ramp, self.work, self._factor = (buffer((h, w), dtype) for _ in range(3))
+        self._model, self._diff = buffer((h, w), np.float32), buffer((h, w), np.float32)
+
+    def shift_probe(self, spectrum: np.ndarray, ry: np.ndarray, rx: np.ndarray):
+        """``(P_j, conj(P_j))``: the probe moved by a sub-pixel rest.
+
+        ``spectrum`` is :func:`probe_spectrum` of the probe, ``ry`` (h,) and ``rx`` (w,)
+        the rest's ramp factors (:func:`ramp_factors`); the ramp stays in :attr:`ramp`
+        (an engine moving an increment back by the rest multiplies by its conjugate).
+        """
+        np.multiply(ry[:, None], rx[None, :], out=self.ramp)
+        for k in range(len(spectrum)):
+            np.multiply(spectrum[k], self.ramp, out=self.shifted[k])
+            self.fft.inverse(self.shifted[k], out=self.shifted[k], normalise=False)
+        return self.shifted, np.conjugate(self.shifted, out=self.shifted_conj)
+
+    def project(self, probe: np.ndarray, patch: np.ndarray, amp: np.ndarray,
+                amp_scaled: np.ndarray, invalid: np.ndarray | None) -> np.float32:
+        """Fourier error of ``psi = probe * patch``; ``psi'`` to :attr:`psi_new` and
+        ``psi' - psi`` to :attr:`dpsi`.
+
+        Parameters
+        ----------
+        probe : (M, h, w) the position's probe modes. patch : (h, w) its object crop.
+        amp : (h, w) unshifted amplitude. amp_scaled : ``amp / (h w)``
+            (:func:`scaled_amplitudes`). invalid : (h, w) unmeasured pixels, or None.
+        """
+        psi, spec = self.dpsi, self.psi_new  # psi becomes psi' - psi at the end
+        model, diff, factor = self._model, self._diff, self._factor
+        m = len(probe)
+        for k in range(m):
+            np.multiply(probe[k], patch, out=psi[k])
+            self.fft.forward(psi[k], out=spec[k])
+        # model amplitude |F psi| (summed incoherently over modes)
+        if m == 1:
+            np.abs(spec[0], out=model)
+        else:
+            model[...] = 0
+            for k in range(m):
+                np.abs(spec[k], out=diff)
+                model += np.square(diff, out=diff)
+            np.sqrt(model, out=model)
+        np.subtract(model, amp, out=diff)
+        if invalid is not None:
+            np.copyto(diff, 0, where=invalid)
+        flat = diff.reshape(-1)
+        error = np.dot(flat, flat)
+        # Fourier projection, with the inverse FFT's 1/(h w) in the factor
+        model += _TINY
+        np.divide(amp_scaled, model, out=factor)
+        if invalid is not None:
+            np.copyto(factor, np.float32(1 / self.size), where=invalid)
+        for k in range(m):
+            np.multiply(spec[k], factor, out=spec[k])
+            self.fft.inverse(spec[k], out=spec[k], normalise=False)
+        np.subtract(spec, psi, out=psi)
+        return error
+
+    def position_step(self, probe: np.ndarray, gradients) -> tuple[float, float]:
+        """Gradient-form step ``(dy, dx)`` that best explains :attr:`dpsi` as a probe move
+        (Dwivedi et al. 2018): ``dr = Re sum conj(P dO/dr) dpsi / sum |P dO/dr|^2``.
+
+        ``gradients``: ``(dO/dy, dO/dx)`` on the position's crop (h, w) each.
+        """
+        work = self.work
+        out = []
+        for g in gradients:
+            num = den = 0.0
+            for k in range(len(probe)):
+                np.multiply(probe[k], g, out=work)
+                num += float(np.vdot(work, self.dpsi[k]).real)
+                den += float(np.vdot(work, work).real)
+            out.append(num / max(den, 1e-30))
+        return out[0], out[1]

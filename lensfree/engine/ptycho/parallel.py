@@ -1,0 +1,132 @@
+"""The parallel form: blocks of positions return sums, the root folds them in block order.
+
+Every block returns ``sum conj(P) psi'`` and ``sum |P|^2`` over its own bounding box of
+the object (and ``sum conj(O) (psi' - psi)``, ``sum |O|^2`` for the probe),
+:func:`block_update`; the root sums the blocks in block order and sets ``O = num / den``
+(regularised) and ``P += pnum / pden``, :func:`apply_update`. This is the
+alternating-projection / least-squares step that ptypy distributes over MPI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lensfree.engine.ptycho.geometry import is_shifted, ramp_factors
+from lensfree.engine.ptycho.kernel import PositionKernel, scaled_amplitudes
+from lensfree.engine.ptycho.probe import orthogonalise_modes, probe_spectrum
+
+
+@dataclass
+class BlockResult:
+    """One block's contribution: sums over its positions, in its object bounding box."""
+
+    start: tuple[int, int]      # bounding box corner in the object array
+    obj_num: np.ndarray         # (by, bx) complex64: sum conj(P) psi'
+    obj_den: np.ndarray         # (by, bx) float32: sum |P|^2
+    probe_num: np.ndarray       # (M, h, w) complex64: sum conj(O_j) (psi' - psi)
+    probe_den: np.ndarray       # (h, w) float32: sum |O_j|^2
+    error: np.ndarray           # (B,) per-position sum (|F psi| - A)^2
+    steps: np.ndarray | None    # (B, 2) position steps, when refining
+
+
+def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
+                 fractions: np.ndarray, amp: np.ndarray, valid: np.ndarray | None, *,
+                 refine: bool = False) -> BlockResult:
+    """Exit-wave updates of one block of positions against the shared object and probe.
+
+    Parameters
+    ----------
+    obj : (oy, ox) complex64 object. probe : (M, h, w) complex64 modes.
+    crops, fractions : (B, 2) whole-pixel crops and sub-pixel rests (:func:`corners`);
+        a position with a rest shifts the probe by it (one more FFT per mode).
+    amp, valid : (B, h, w) unshifted amplitudes and measured pixels (None: all measured).
+    refine : also return the gradient-form position step of every position.
+
+    Position by position through the shared :class:`PositionKernel` (``psi = P_j O_j``
+    with ``P_j`` the probe moved by the sub-pixel rest, ``psi' = F^-1[A F psi / |F psi|]``),
+    then ``conj(P_j) psi'`` and ``|P_j|^2`` into the block's object box, and
+    ``conj(O_j) (psi' - psi)`` and ``|O_j|^2`` into the probe sums. The probe increment is
+    placed at the whole-pixel crop: moving it back by the rest as well would cost another
+    FFT per position, and the increment vanishes at the fixed point either way, so only
+    the update direction (by at most half a pixel), not the model, is approximate.
+    """
+    m, h, w = probe.shape
+    dtype = probe.dtype
+    lo = crops.min(axis=0)
+    hi = crops.max(axis=0) + (h, w)
+    box = obj[lo[0]:hi[0], lo[1]:hi[1]]
+    rel = crops - lo
+    obj_num = np.zeros(box.shape, dtype)
+    obj_den = np.zeros(box.shape, np.float32)
+    probe_num = np.zeros(probe.shape, dtype)
+    probe_den = np.zeros((h, w), np.float32)
+    box_conj = np.conj(box)
+    box_power = np.square(np.abs(box))
+    grads = np.gradient(box) if refine else ()
+    shifted = is_shifted(fractions)
+    kernel = PositionKernel(probe.shape, dtype)
+    work = kernel.work
+    if shifted.any():
+        spectrum = probe_spectrum(probe)
+        ry, rx = ramp_factors(fractions, (h, w))
+    amp_scaled = scaled_amplitudes(amp)
+    invalid = None if valid is None or valid.all() else ~valid
+    # conj(P) and sum |P|^2 of the unshifted probe, for the positions without a rest
+    probe_conj = np.conj(probe)
+    probe_power = np.sum(np.square(np.abs(probe)), axis=0)
+    errors = np.empty(len(crops))
+    steps = np.empty((len(crops), 2)) if refine else None
+    for i, (y, x) in enumerate(rel):
+        probe_j, cprobe = probe, probe_conj
+        if shifted[i]:
+            probe_j, cprobe = kernel.shift_probe(spectrum, ry[i], rx[i])
+        errors[i] = kernel.project(probe_j, box[y:y + h, x:x + w], amp[i], amp_scaled[i],
+                                   None if invalid is None else invalid[i])
+        # object sums, in the block's box
+        num = obj_num[y:y + h, x:x + w]
+        den = obj_den[y:y + h, x:x + w]
+        for k in range(m):
+            num += np.multiply(cprobe[k], kernel.psi_new[k], out=work)
+            if shifted[i]:
+                den += np.multiply(cprobe[k], probe_j[k], out=work).real
+        if not shifted[i]:
+            den += probe_power
+        # probe sums: conj(O_j) (psi' - psi)
+        cpatch = box_conj[y:y + h, x:x + w]
+        for k in range(m):
+            probe_num[k] += np.multiply(cpatch, kernel.dpsi[k], out=work)
+        probe_den += box_power[y:y + h, x:x + w]
+        if refine:
+            steps[i] = kernel.position_step(probe_j, [g[y:y + h, x:x + w] for g in grads])
+    return BlockResult(start=(int(lo[0]), int(lo[1])), obj_num=obj_num, obj_den=obj_den,
+                       probe_num=probe_num, probe_den=probe_den, error=errors, steps=steps)
+
+
+def apply_update(obj: np.ndarray, probe: np.ndarray, results, *, update_probe: bool,
+                 regularisation: float = 1e-3):
+    """New ``(object, probe)`` from block results folded in the order given.
+
+    ``O = (sum num + r O_old) / (sum den + r)`` with ``r = regularisation * max(den)``;
+    ``P = P_old + sum pnum / (sum pden + r_P)`` (the blocks' ``pnum`` are increments,
+    ``sum conj(O_j) (psi' - psi)``; with whole-pixel positions this is the same as
+    ``(sum conj(O_j) psi' + r_P P_old) / (sum pden + r_P)``).
+    """
+    num = np.zeros(obj.shape, np.complex128)
+    den = np.zeros(obj.shape, np.float64)
+    pnum = np.zeros(probe.shape, np.complex128)
+    pden = np.zeros(probe.shape[-2:], np.float64)
+    for r in results:
+        (y, x), (by, bx) = r.start, r.obj_num.shape
+        num[y:y + by, x:x + bx] += r.obj_num
+        den[y:y + by, x:x + bx] += r.obj_den
+        pnum += r.probe_num
+        pden += r.probe_den
+    reg = regularisation * den.max()
+    new_obj = ((num + reg * obj) / (den + reg)).astype(obj.dtype)
+    new_probe = probe
+    if update_probe:
+        preg = regularisation * pden.max()
+        new_probe = orthogonalise_modes((probe + pnum / (pden + preg)).astype(probe.dtype))
+    return new_obj, new_probe
