@@ -9,7 +9,7 @@ reporting a failure on one rank of a job.
 from __future__ import annotations
 
 from lensfree.errors import LensfreeError
-from lensfree.launch.backends.base import Backend, BackendOptions
+from lensfree.launch.backends.base import DASHBOARD_ADDRESS, Backend, BackendOptions
 from lensfree.launch.backends.dask import DaskBackend, boot_dask_in_mpi
 from lensfree.launch.backends.local import LocalBackend
 from lensfree.launch.backends.mpi import MPIBackend, mpi_world_size
@@ -23,10 +23,7 @@ BACKENDS: dict[str, type[Backend]] = {
 }
 
 
-def _backend_class(name: str | None) -> type[Backend]:
-    """The class of back end ``name``; None (a command without a back end) is the base."""
-    if name is None:
-        return Backend
+def _backend_class(name: str) -> type[Backend]:
     try:
         return BACKENDS[name]
     except KeyError:
@@ -49,8 +46,7 @@ def start_backend(name: str, **options) -> Backend | None:
     nothing left to do.
     """
     if name == "dask" and mpi_world_size() > 1:
-        address = boot_dask_in_mpi(options.get("dashboard_address",
-                                               BackendOptions.dashboard_address))
+        address = boot_dask_in_mpi(options.get("dashboard_address", DASHBOARD_ADDRESS))
         if address is None:
             return None
         options.update(scheduler=address, workers=mpi_world_size() - 2, shutdown=True)
@@ -58,11 +54,13 @@ def start_backend(name: str, **options) -> Backend | None:
 
 
 def rank_of(name: str | None) -> int:
-    """This process's rank under back end ``name`` (0 outside MPI, and for None)."""
-    return _backend_class(name).process_rank()
+    """This process's rank under back end ``name`` (0 outside MPI; None: a command that
+    has no back end)."""
+    return _backend_class(name).process_rank() if name else 0
 
 
 def abort_job(name: str | None, code: int) -> None:
     """After a failure on this process, stop every process of the job with ``code``
     (MPI with more than one rank: ``Abort``, so no rank waits forever; others: nothing)."""
-    _backend_class(name).abort_job(code)
+    if name:
+        _backend_class(name).abort_job(code)
