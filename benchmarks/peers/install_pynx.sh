@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Unpack PyNX (ESRF) from Debian's backports suite (bookworm-backports ships it) into
-# benchmarks/peers/pynx/, for running it side by side with lensfree (benchmarks/bench_phase.py). PyNX is not on the
-# Python package index (the `pynx` name there is an unrelated tool).
+# benchmarks/peers/pynx/, for running it side by side with lensfree
+# (benchmarks/bench_phase.py). PyNX is not on the Python package index (the `pynx` name
+# there is an unrelated tool).
 #
 # The backports suite goes in a sources list of its own, with its own package lists and
 # cache under a temporary folder: the system's apt configuration and state are not touched,
