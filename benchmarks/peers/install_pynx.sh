@@ -50,8 +50,8 @@ apt_sources() {
     [[ -f $f ]] || continue
     awk 'function flush(   n, m, j, k, u, s) {
         if (types ~ /(^| )deb( |$)/ && enabled != "no") {
-          n = split(uris, u, " "); m = split(suites, s, " ")
-          for (j = 1; j <= n; j++) for (k = 1; k <= m; k++) print u[j], s[k], (key == "" ? "-" : key)
+          n = split(uris, u, " "); m = split(suites, s, " "); if (key == "") key = "-"
+          for (j = 1; j <= n; j++) for (k = 1; k <= m; k++) print u[j], s[k], key
         }
         types = uris = suites = key = enabled = ""
       }
