@@ -50,8 +50,8 @@ def prepare_pattern(intensity: np.ndarray, measured: np.ndarray, *, center=None,
     patch : fill a missing pixel from its measured mirror (Friedel symmetry).
     binning : ``b x b`` binning onto a grid whose pixel (h // 2, w // 2) holds the centre
         (b = 1 moves the pattern by whole pixels).
-    speckle_diameter : central disk set missing, in binned px; None means the beam stop's
-        diameter (`ensemble.beamstop_diameter` of ``measured``) / b + 4.
+    speckle_diameter : central disk set missing, in binned px (0: none); None means the beam
+        stop's diameter (`ensemble.beamstop_diameter` of ``measured``) / b + 4.
 
     Returns
     -------
@@ -71,11 +71,17 @@ def prepare_pattern(intensity: np.ndarray, measured: np.ndarray, *, center=None,
     else:
         patched, usable, filled = intensity, measured, np.zeros(intensity.shape, bool)
     b = int(binning)
-    binned, valid, origin = ensemble.bin_pattern(patched, usable, center, b)
+    # The window's corner is the centre rounded to the binned grid; snap the centre there
+    # first, so a tie (a centre half-way between two grid points) is broken by the centre
+    # alone and not by the parity of the output size (b = 1 is then exactly the whole-pixel
+    # move ``round(c) - h // 2`` of the pattern).
+    snapped = tuple(round(c - (b - 1) / 2) + (b - 1) / 2 for c in center)
+    binned, valid, origin = ensemble.bin_pattern(patched, usable, snapped, b)
     valid &= binned >= 0
     if speckle_diameter is None:
         speckle_diameter = ensemble.beamstop_diameter(measured) / b + 4
-    valid &= ~ensemble.central_disk(valid.shape, speckle_diameter)
+    if speckle_diameter > 0:  # a disk of diameter 0 drops nothing, not the centre pixel
+        valid &= ~ensemble.central_disk(valid.shape, speckle_diameter)
     center_binned = tuple((c - o - (b - 1) / 2) / b for c, o in zip(center, origin))
     return Pattern(center, patched, filled, ensemble.to_amplitude(binned, valid), valid,
                    tuple(int(o) for o in origin), center_binned, float(speckle_diameter))
