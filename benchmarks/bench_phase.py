@@ -16,6 +16,7 @@
 Medians of several runs; prints tables and writes JSON. Runs with one BLAS thread.
 
     python benchmarks/bench_phase.py [--repeats 5] [--full] [--no-pynx] [--out results.json]
+    python benchmarks/bench_phase.py --only iteration --sizes 256   # a quick check
 """
 
 from __future__ import annotations
@@ -270,6 +271,8 @@ def main() -> None:
     ap.add_argument("--no-pynx", action="store_true", help="skip the PyNX comparison")
     ap.add_argument("--only", choices=("iteration", "pynx"),
                     help="run only this part (quick checks)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=(256, 512, 1024),
+                    help="pattern sizes of the iteration timings")
     ap.add_argument("--out", default="benchmarks/results/bench_phase.json")
     args = ap.parse_args()
     t_start = time.perf_counter()
@@ -277,7 +280,7 @@ def main() -> None:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} cores)")
     if args.only != "pynx":
-        for n in (256, 512, 1024):
+        for n in args.sizes:
             result["iteration"].append(iteration_vs_fft(n, args.repeats))
         print_iteration_table(result["iteration"])
     if args.only is None:
