@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from lensfree.errors import LensfreeError
 from lensfree.launch import config as config_mod
 
+
 @dataclass(frozen=True)
 class Dataset:
     name: str
