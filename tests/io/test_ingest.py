@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import types
 from pathlib import Path
 
 import h5py
@@ -14,8 +15,10 @@ import zarr
 
 import lensfree.io.ingest as ingest_mod
 from lensfree.errors import LensfreeError
+from lensfree.io import readers
 from lensfree.io.frames import Geometry, open_frames
 from lensfree.io.ingest import ingest, ingest_pattern
+from lensfree.io.readers.common import frames_source
 from lensfree.launch.cli import main
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -161,6 +164,40 @@ def test_plain_2d_dataset_is_one_frame_without_geometry(tmp_path):
     assert not store.geometry.known
     np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "one.zarr"))["frames"][0],
                                   image)
+
+
+def test_a_file_no_reader_recognises_names_its_datasets(tmp_path):
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["scan/frames"] = np.zeros((2, 4, 4))
+        f["energies"] = np.ones(5)
+    with pytest.raises(LensfreeError) as err:
+        ingest(str(tmp_path / "plain.h5"), str(tmp_path / "out.zarr"), progress=False)
+    assert str(err.value) == (f"{tmp_path / 'plain.h5'}: not CXI (no /entry_1) nor an Eiger "
+                              "master; name the frames with --dataset PATH (2D/3D datasets "
+                              "here: scan/frames)")
+
+
+def test_a_new_format_is_one_reader_in_the_registry(tmp_path, monkeypatch):
+    """A reader module (guess, open) put in READERS is asked, in its order, before the others."""
+    frames = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
+    with h5py.File(tmp_path / "mine.cxi", "w") as f:  # would be CXI by its name alone
+        f["mine/frames"] = frames
+
+    def open_mine(f, path, dataset):
+        src = frames_source("mine", [("mine/frames", f["mine/frames"])], path)
+        src.geometry = {"wavelength_m": 1e-10, "distance_m": 1.0, "pixel_size_m": 1e-4}
+        return src
+
+    mine = types.SimpleNamespace(guess=lambda f, path: "mine" in f, open=open_mine)
+    monkeypatch.setattr(readers, "READERS", (mine, *readers.READERS))
+    out = str(tmp_path / "mine.zarr")
+    info = ingest(str(tmp_path / "mine.cxi"), out, progress=False)
+    assert info["format"] == "mine" and info["n_frames"] == 3
+    assert open_frames(out).geometry == Geometry(1e-10, 1.0, 1e-4)
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["frames"][:], frames)
+    # a named dataset is read as plain HDF5, whichever reader would recognise the file
+    info = ingest(str(tmp_path / "mine.cxi"), out, dataset="mine/frames", progress=False)
+    assert info["format"] == "hdf5" and info["geometry"] == {}
 
 
 def test_eiger_master_with_external_links(tmp_path):
@@ -349,6 +386,21 @@ def test_pattern_off_centre_is_moved_to_the_middle(tmp_path):
     inner = (slice(3, 64), slice(0, 62))
     np.testing.assert_allclose(amp[inner], np.sqrt(intensity)[inner].astype(np.float32),
                                rtol=1e-6)
+
+
+def test_pattern_half_way_between_pixels_moves_by_the_rounded_centre(tmp_path):
+    """A centre half-way between two pixels lands by ``round(c) - h // 2`` (Python's round,
+    half to even) on either size parity; the centre pixel itself stays measured."""
+    intensity = _centred_pattern(np.random.default_rng(21), n=62)  # h // 2 = 31, odd
+    np.save(tmp_path / "p.npy", intensity)
+    out = str(tmp_path / "run.zarr")
+    info = ingest_pattern(str(tmp_path / "p.npy"), out, center=(30.5, 31.5))
+    assert info["shift"] == (1, -1)  # round(30.5) = 30, round(31.5) = 32
+    e = zarr.open_group(out, mode="r")["ensemble"]
+    assert e.attrs["center_binned"] == [31.5, 30.5] and e.attrs["window_origin"] == [-1, 1]
+    amp, valid = e["amplitude"][:], e["valid"][:]
+    assert valid[31, 31] and not valid[0].any() and not valid[:, -1].any()
+    np.testing.assert_array_equal(amp[1:, :-1], np.sqrt(intensity)[:-1, 1:].astype(np.float32))
 
 
 def test_pattern_fft_shifted_needs_the_flag(tmp_path):
