@@ -9,6 +9,7 @@ import pytest
 import zarr
 from PIL import Image
 
+from lensfree.errors import LensfreeError
 from lensfree.io.report import write_report
 from lensfree.launch.cli import main
 
@@ -57,6 +58,19 @@ def test_report_draws_every_stage(full_run, tmp_path):
     assert "R-factor of the average" in text and "accepted" in text
     for name in FIGURES:
         assert f"({name})" in text
+
+
+def test_report_of_the_groups_a_caller_names_in_its_order(full_run, tmp_path):
+    out = tmp_path / "some"
+    paths = write_report(full_run, str(out), groups=["gather", "fit", "phasing"])
+    # fit.png draws on ensemble/ too, which was not asked for
+    assert [os.path.basename(p) for p in paths] == ["average.png", "prtf.png", "members.png",
+                                                    "errors.png", "summary.md"]
+    text = (out / "summary.md").read_text()
+    assert text.index("## Gather") < text.index("## Core-shell fit") < text.index("## Phasing")
+    assert "## Ensemble" not in text and "| ensemble |" not in text
+    with pytest.raises(LensfreeError, match="no finished stage to report on"):
+        write_report(full_run, str(tmp_path / "none"), groups=["ptycho"])
 
 
 def test_report_of_a_store_with_ensemble_only(tmp_path, capsys):
