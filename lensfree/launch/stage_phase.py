@@ -144,7 +144,7 @@ def phase_member(task: tuple[int, int], shared: _Shared) -> tuple[float, dict]:
     support = shared.support if shared.guide is None else shared.guide_support
     with clock("compute"):
         rho, support, errors = ghio.run_member(
-            shared.amplitude, shared.valid, support, p.schedule, p.phasing,
+            shared.amplitude, shared.valid, support, p.steps, p.phasing,
             seed=ghio.member_seed(p.seed, g, m), previous=previous, guide=shared.guide)
     with clock("write"):
         objs, sups, prefix = _slot(group, g, p.generations)
