@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -246,28 +245,4 @@ class Demo(Command):
 
         with open_backend(o.execution) as backend:
             run_demo(backend, o.out, o.frames, o.execution.seed)
-        return 0
-
-
-@dataclass(frozen=True)
-class ReportOptions:
-    """``lensfree report RUN.zarr [--out DIR]``."""
-
-    run: str = param(None, "run store (RUN.zarr)", positional=True)
-    out: str | None = param(None, "folder for the report",
-                            default_help="RUN-report next to RUN")
-
-
-class Report(Command):
-    name = "report"
-    help = "PNG figures and a Markdown summary of a run store"
-    Options = ReportOptions
-
-    def handler(self, o) -> int:
-        from lensfree.io.report import write_report
-        from lensfree.launch.registry import STAGES
-
-        out = o.out or os.path.splitext(os.path.normpath(o.run))[0] + "-report"
-        paths = write_report(o.run, out, groups=[s.group for s in STAGES.values()])
-        report([f"{o.run}: report in {out}: {', '.join(os.path.basename(p) for p in paths)}"])
         return 0
