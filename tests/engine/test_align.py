@@ -23,6 +23,18 @@ def test_register_recovers_subpixel_shift(ref, shift):
     assert np.allclose(found, (-shift[0], -shift[1]), atol=0.05)
 
 
+def test_register_finds_the_shift_skimage_finds(ref):
+    """Ours is skimage's unnormalised phase_cross_correlation, kept for speed (see _register)."""
+    registration = pytest.importorskip("skimage.registration")
+    rng = np.random.default_rng(1)
+    for shift in [(3.3, -1.7), (-7.85, 12.4)]:
+        moved = align.fourier_shift(ref, shift) + 0.05 * rng.standard_normal(ref.shape)
+        for img in (moved, align.twin(moved)):
+            theirs, _, _ = registration.phase_cross_correlation(
+                ref.astype(np.complex128), img, upsample_factor=20, normalization=None)
+            assert np.allclose(align.register_translation(img, ref, 20), theirs, atol=1e-9)
+
+
 def test_fourier_shift_integer_is_roll(ref):
     assert np.allclose(align.fourier_shift(ref, (5, -3)), np.roll(ref, (5, -3), axis=(0, 1)),
                        atol=1e-5)
