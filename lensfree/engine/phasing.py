@@ -312,7 +312,8 @@ def run(
     support : (h, w) bool array
         Starting support ``S``.
     schedule : str or sequence of Step
-        See :func:`parse_schedule`, e.g. ``"HIO:400,ER:100;shrinkwrap=50"``.
+        A schedule string (:func:`parse_schedule`, e.g. ``"HIO:400,ER:100;shrinkwrap=50"``)
+        or the steps it parses to: parse once and pass the steps to many runs.
     params : PhasingParams, optional
         Algorithm parameters; defaults of :class:`PhasingParams`.
 
