@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .fft import empty_aligned, get_fft2
+from .params import check_fields, non_negative, one_of, param, within
 from .projections import (
     autocorrelation_support,
     fourier_r_factor,
@@ -72,6 +73,11 @@ __all__ = [
 
 POSITIVITY = ("none", "real", "real-nonneg")
 
+
+def _positive_integer(value) -> str | None:
+    return None if int(value) == value and value >= 1 else "must be a positive integer"
+
+
 # ----------------------------------------------------------------------------- parameters
 
 
@@ -79,8 +85,9 @@ POSITIVITY = ("none", "real", "real-nonneg")
 class PhasingParams:
     """Phasing parameters (SCIENCE.md section 2), with their defaults.
 
-    Each field carries a one-line ``metadata["help"]`` (and ``"choices"`` where the
-    values are a fixed set), from which the command line and run configs are made.
+    Each field is a :func:`lensfree.engine.params.param`: its default, a one-line
+    ``metadata["help"]`` and a ``"check"`` (``"choices"`` too where the values are a fixed
+    set), from which the command line and run configs are made.
 
     Attributes
     ----------
@@ -116,41 +123,30 @@ class PhasingParams:
         HIO iteration about a tenth cheaper (five of its eleven passes are the errors).
     """
 
-    beta: float = field(default=0.9, metadata={"help": "HIO/RAAR feedback"})
-    shrinkwrap_sigma_start: float = field(
-        default=3.0, metadata={"help": "shrinkwrap blur at the start of the run, px"})
-    shrinkwrap_sigma_end: float = field(
-        default=1.0, metadata={"help": "shrinkwrap blur at the end of the run, px"})
-    shrinkwrap_threshold: float = field(default=0.2, metadata={
-        "help": "shrinkwrap: blurred |rho| above this fraction of its maximum"})
-    shrinkwrap_opening: bool = field(
-        default=False, metadata={"help": "morphological opening of every new support"})
-    positivity: str = field(default="none", metadata={
-        "help": "object constraint inside the support", "choices": POSITIVITY})
-    huang_mode: bool = field(
-        default=False, metadata={"help": "Huang's G/B/M regions in reciprocal space"})
-    huang_alpha: float = field(
-        default=0.3, metadata={"help": "weight of the capped amplitude in Huang's region B"})
-    huang_sigma: float = field(default=0.0, metadata={
-        "help": "background intensity std for Huang's regions, counts (> 0 with huang_mode)"})
-    fft_threads: int = field(default=1, metadata={"help": "FFTW threads per transform"})
-    error_every: int = field(default=1, metadata={
-        "help": "record R_F and E_S every K-th iteration (and each step's last); "
-                "K > 1 saves ~15 percent per iteration"})
+    beta: float = param(0.9, "HIO/RAAR feedback", check=within(0, 1.5, closed="hi"))
+    shrinkwrap_sigma_start: float = param(
+        3.0, "shrinkwrap blur, px, at the start of the run (linear to the end)",
+        check=non_negative)
+    shrinkwrap_sigma_end: float = param(1.0, "shrinkwrap blur, px, at the end of the run",
+                                        check=non_negative)
+    shrinkwrap_threshold: float = param(
+        0.2, "shrinkwrap: blurred |rho| above this fraction of its maximum", check=within(0, 1))
+    shrinkwrap_opening: bool = param(False, "morphological opening of every new support")
+    positivity: str = param("none", "object constraint inside the support",
+                            check=one_of(*POSITIVITY), choices=POSITIVITY)
+    huang_mode: bool = param(False, "Huang's G/B/M regions in reciprocal space")
+    huang_alpha: float = param(0.3, "weight of the capped amplitude in Huang's region B")
+    huang_sigma: float = param(
+        0.0, "background intensity std for Huang's regions, counts (> 0 with huang_mode)")
+    fft_threads: int = param(1, "FFTW threads per transform")
+    error_every: int = param(
+        1, "record R_F and E_S every K-th iteration (and each step's last); K > 1 saves "
+        "~15 percent per iteration", check=_positive_integer)
 
     def __post_init__(self):
-        if not 0 < self.beta <= 1.5:
-            raise ValueError(f"beta must be in (0, 1.5], got {self.beta}")
-        if self.positivity not in POSITIVITY:
-            raise ValueError(f"positivity must be one of {POSITIVITY}, got {self.positivity!r}")
-        if not 0 < self.shrinkwrap_threshold < 1:
-            raise ValueError(f"shrinkwrap_threshold must be in (0, 1): {self.shrinkwrap_threshold}")
-        if min(self.shrinkwrap_sigma_start, self.shrinkwrap_sigma_end) < 0:
-            raise ValueError("shrinkwrap sigmas must be >= 0")
+        check_fields(self)
         if self.huang_mode and self.huang_sigma <= 0:
             raise ValueError("huang_mode needs huang_sigma > 0 (background std, counts)")
-        if int(self.error_every) != self.error_every or self.error_every < 1:
-            raise ValueError(f"error_every must be a positive integer, got {self.error_every}")
 
 
 @dataclass(frozen=True, eq=False)
