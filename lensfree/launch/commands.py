@@ -38,9 +38,6 @@ class SimulateEnsemble(Command):
     help = "frames of many identical core-shell spheres"
     Options = SimulateEnsembleOptions
 
-    def run_path(self, opts):
-        return None
-
     def handler(self, o) -> int:
         import numpy as np
 
@@ -90,9 +87,6 @@ class SimulateObject(Command):
     help = "an isolated object's noisy far-field amplitude"
     Options = SimulateObjectOptions
 
-    def run_path(self, opts):
-        return None
-
     def handler(self, o) -> int:
         from lensfree.launch.stage_simulate import simulate_object
 
@@ -132,9 +126,6 @@ class SimulatePtycho(Command):
     name = "simulate.ptycho"
     help = "a far-field ptychography scan with known truth"
     Options = SimulatePtychoOptions
-
-    def run_path(self, opts):
-        return None
 
     def handler(self, o) -> int:
         from lensfree.engine.simulate_ptycho import PtychoSimParams
@@ -192,9 +183,6 @@ class Ingest(Command):
             "a run store")
     Options = IngestOptions
 
-    def run_path(self, opts):
-        return None
-
     def handler(self, o) -> int:
         from lensfree.io.ingest import ingest, ingest_pattern
 
@@ -236,9 +224,6 @@ class Demo(Command):
     name = "demo"
     help = "the whole pipeline on built-in simulated data"
     Options = DemoOptions
-
-    def run_path(self, opts):
-        return None
 
     def handler(self, o) -> int:
         from lensfree.launch.demo import run_demo

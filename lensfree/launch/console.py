@@ -6,6 +6,7 @@ Only the command line prints; the library logs.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from contextlib import contextmanager
 
@@ -20,7 +21,7 @@ class ServedCluster(Exception):  # noqa: N818 (not an error: a rank's part is do
 @contextmanager
 def open_backend(execution):
     """The back end ``execution`` asks for, announced on the root, closed afterwards."""
-    if execution.backend == "dask" and not logging.getLogger().isEnabledFor(logging.DEBUG):
+    if execution.backend == "dask" and not os.environ.get("LENSFREE_DEBUG"):
         import distributed  # noqa: F401  (its import sets its loggers to INFO)
 
         # cluster start and stop at INFO are noise on a user's terminal

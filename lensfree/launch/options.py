@@ -12,9 +12,9 @@ the field's name, without dashes), ``positional``, ``required``, ``action``
 ``choices``, ``parse`` (turns the text given into the field's value, may raise
 LensfreeError), ``default_help`` (how to show a None default), ``group`` (argparse group
 title of a nested dataclass), ``execution`` (the field takes the execution option of that
-name, such as the run ``seed``, and is no option of its own). A dataclass may also declare
-``option_groups = {"shrinkwrap_sigma": ("shrinkwrap_sigma_start", "shrinkwrap_sigma_end")}``
-(on the command's top dataclass) to take several fields from one flag with ``nargs``.
+name, such as the run ``seed``, and is no option of its own). A command's top dataclass
+may also declare ``option_groups = {"shrinkwrap_sigma": Together(...)}`` to take several
+fields from one flag with ``nargs``.
 """
 
 from __future__ import annotations
@@ -29,12 +29,21 @@ from lensfree.errors import LensfreeError
 
 
 @dataclass(frozen=True)
+class Together:
+    """Several fields set by one flag: ``--shrinkwrap-sigma START END``."""
+
+    fields: tuple[str, ...]
+    help: str
+    metavar: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Option:
     """One flag or positional argument, and the dataclass fields it sets."""
 
     name: str                  # dest and resolved-config key (the field's name)
     flag: str | None           # "--bin"; None for a positional argument
-    fields: tuple[str, ...]    # flat names of the fields it sets (several for a group)
+    fields: tuple              # the dataclass fields it sets (several for a `Together`)
     kind: type                 # int, float, str or bool
     default: object
     help: str
@@ -85,26 +94,24 @@ def _walk(cls, title=None):
 
 def options(cls) -> list[Option]:
     """Every option of the dataclass tree ``cls``, in declaration order."""
-    out, grouped = [], {}
+    groups = getattr(cls, "option_groups", {})
+    grouped = {name: [] for name in groups}
+    out = []
     for f, hint, _, _ in _walk(cls):
-        for group, members in getattr(cls, "option_groups", {}).items():
-            if f.name in members:
-                grouped.setdefault(group, []).append((f, hint))
-                break
-        else:
+        group = next((g for g, t in groups.items() if f.name in t.fields), None)
+        if group is not None:
+            grouped[group].append((f, hint))
+        elif not f.metadata.get("execution"):
             m = dict(f.metadata)
-            if m.get("execution"):
-                continue
             flag = None if m.get("positional") else "--" + m.get("flag", f.name).replace("_", "-")
-            out.append(Option(f.name, flag, (f.name,), _kind(hint), _default(f), m.get("help", ""),
+            out.append(Option(f.name, flag, (f,), _kind(hint), _default(f), m.get("help", ""),
                               m))
     for group, members in grouped.items():
-        defaults = tuple(_default(f) for f, _ in members)
-        m = {**members[0][0].metadata, "nargs": len(members),
-             "metavar": tuple(n.upper() for n in ("start", "end")[:len(members)])
-             if len(members) == 2 else None}
-        out.append(Option(group, "--" + group.replace("_", "-"), tuple(f.name for f, _ in members),
-                          _kind(members[0][1]), defaults, m.get("help", ""), m))
+        together = groups[group]
+        m = {"nargs": len(members), "metavar": together.metavar}
+        out.append(Option(group, "--" + group.replace("_", "-"), tuple(f for f, _ in members),
+                          _kind(members[0][1]), tuple(_default(f) for f, _ in members),
+                          together.help, m))
     return out
 
 
@@ -122,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, no_defaults: bool = F
     titles = {f.name: title for f, _, _, title in _walk(cls)}
     sections = {}
     for opt in options(cls):
-        title = titles.get(opt.fields[0])
+        title = titles.get(opt.fields[0].name)
         target = parser
         if title:
             if title not in sections:
@@ -230,14 +237,13 @@ def build(cls, values: dict, *, toml: bool = False):
             problems.append(f"{opt.spelled(values[opt.name], toml)}: {exc}")
             continue
         parts = value if len(opt.fields) > 1 else [value]
-        for name, v in zip(opt.fields, parts):
-            flat[name] = tuple(v) if isinstance(v, list) else v
-        for f, _, _, _ in _walk(cls):
-            if f.name in opt.fields and f.metadata.get("check"):
-                why = f.metadata["check"](flat[f.name])
-                if why:
-                    problems.append(f"{opt.spelled(values[opt.name], toml)}: {why}")
-                    break
+        for f, v in zip(opt.fields, parts):
+            flat[f.name] = tuple(v) if isinstance(v, list) else v
+            check = f.metadata.get("check")
+            why = check(flat[f.name]) if check is not None else None
+            if why:
+                problems.append(f"{opt.spelled(values[opt.name], toml)}: {why}")
+                break
     if problems:
         raise LensfreeError("; ".join(problems))
     for f, _, _, _ in _walk(cls):
@@ -263,8 +269,8 @@ def _construct(cls, flat: dict):
 def flat_values(obj) -> dict:
     """Option values of a built dataclass tree, by option name (the resolved config)."""
     out = _leaves(obj)
-    for group, members in getattr(obj, "option_groups", {}).items():
-        out[group] = [out.pop(m) for m in members]
+    for group, together in getattr(obj, "option_groups", {}).items():
+        out[group] = [out.pop(m) for m in together.fields]
     return out
 
 

@@ -34,6 +34,7 @@ from lensfree.engine.schedule import parse_schedule
 from lensfree.errors import LensfreeError
 from lensfree.io import runstore
 from lensfree.launch.backends import Backend
+from lensfree.launch.options import Together
 from lensfree.launch.stage import Context, Execution, Stage, run_stage
 from lensfree.launch.timing import Clock
 
@@ -92,7 +93,10 @@ class PhaseOptions:
     params: PhaseParams = param(default_factory=PhaseParams)
     execution: Execution = param(default_factory=Execution, group="execution")
 
-    option_groups = {"shrinkwrap_sigma": ("shrinkwrap_sigma_start", "shrinkwrap_sigma_end")}
+    option_groups = {"shrinkwrap_sigma": Together(
+        ("shrinkwrap_sigma_start", "shrinkwrap_sigma_end"),
+        "shrinkwrap blur at the start and the end of the run (linear between), px",
+        ("START", "END"))}
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,7 @@ class PtychoStage(Stage):
         group.create_array("probe", shape=(m, h, w), chunks=(m, h, w), dtype=np.complex64)
         group.create_array("errors", shape=(n,), chunks=(n,), dtype=np.float64,
                            fill_value=np.nan)
-        runstore.write_array(group, "positions_initial", inp.scan.to_unit(inp.scan.positions_px))
+        runstore.write_array(group, "positions_initial", inp.scan.positions)  # as stored
         group.attrs.update({"object_origin": [float(o) for o in inp.origin],
                             "positions_unit": inp.scan.unit, "iterations_done": 0})
 

@@ -69,6 +69,7 @@ def fold_split(lo: int, hi: int) -> int:
         raise ValueError(f"node [{lo}, {hi}) has fewer than two tasks: nothing to split")
     return lo + (1 << ((hi - lo - 1).bit_length() - 1))
 
+
 def position_blocks(positions, n_blocks: int) -> list:
     """Split scan positions into ``n_blocks`` spatially compact blocks of near-equal size.
 
