@@ -4,9 +4,10 @@ The root picks the best ``fraction`` of the last generation by final error
 (``phasing/errors[-1]``); the best one is the reference. The selected members, in order
 of error, are cut into blocks of ``members_per_task``: a block is one task, whose worker
 reads its members from the store one at a time, aligns each to the reference and returns
-partial sums (of the aligned objects and of their transforms). The root folds the
-partial sums in block order, so every back end and worker count gives the same numbers,
-and no process ever holds more than one member besides its sums.
+partial sums (of the aligned objects and of their transforms). The partial sums fold in
+the back end's fixed tree (`Backend.reduce`, on the workers), so every back end and
+worker count gives the same numbers, and no process ever holds more than one member
+besides a few partial sums.
 
 Store layout (``gather/``): ``average`` (h, w) complex64, ``prtf`` and ``q`` (shells; q in
 cycles per pixel), ``selected`` (n,) member indices in order of error, ``shifts`` (n, 2),
@@ -93,6 +94,11 @@ def gather_block(task: tuple[int, ...], shared) -> scoring.AlignedSums:
     objects = zarr.open_group(run_path, mode="r")["phasing/objects"]
     members = (np.asarray(objects[m]) for m in task)  # one member in memory at a time
     return scoring.align_members(members, reference, upsample)
+
+
+def combine_sums(a: scoring.AlignedSums, b: scoring.AlignedSums) -> scoring.AlignedSums:
+    """Two blocks' partial sums as one, ``a``'s members first (the fold of `reduce`)."""
+    return scoring.combine([a, b])
 
 
 def read_gather_input(run_path: str, model: np.ndarray | None, model_source: str | None):
@@ -184,13 +190,20 @@ class GatherStage(Stage):
 
     work = staticmethod(gather_block)
 
-    def fold(self, results):
-        return scoring.combine(results)  # block order: the same numbers on every back end
+    def execute(self, ctx: Context, opts, inp: GatherInput) -> dict | None:
+        # the blocks' sums fold in the fixed tree on the workers: the root never holds
+        # every block's sums, and every back end gets the same numbers
+        tasks = self.tasks(opts, inp)
+        total = ctx.reduce(gather_block, tasks, self.shared(opts, inp), combine=combine_sums,
+                           names=self.names(tasks), desc=self.name)
+        if not ctx.is_root:
+            return None
+        return self.write(ctx, opts, inp, total)
 
     def write(self, ctx: Context, opts, inp: GatherInput, total) -> dict:
         params = opts.params
         average = total.average
-        q, curve = scoring.prtf(total.mean_spectrum, inp.amplitude, inp.valid)
+        q, curve = scoring.prtf(total.mean_phasor, inp.amplitude, inp.valid)
         res = scoring.resolution(q, curve)
         attrs = {
             "n_members": inp.n_members,
@@ -203,6 +216,7 @@ class GatherStage(Stage):
             "q_unit": "cycles per pixel",
             "resolution_px": res.half_period_px,
             "resolution_reached": res.reached,
+            "prtf_edge": res.edge,
             "prtf_floor": scoring.prtf_floor(total.n),
         }
         if attrs["prtf_floor"] >= scoring.INV_E:
@@ -228,11 +242,8 @@ class GatherStage(Stage):
         return attrs
 
     def summary(self, a: dict, opts, seconds: float) -> list[str]:
-        res = f"{a['resolution_px']:.2f} px"
-        if a.get("resolution_m"):
-            res += f" ({a['resolution_m'] * 1e9:.2f} nm)"
-        if not a["resolution_reached"]:
-            res += ", PRTF never below 1/e: limited by the data edge"
+        res = scoring.describe_resolution(a["resolution_px"], a["resolution_reached"],
+                                          a.get("real_space_pixel_m"), a.get("prtf_edge"))
         return [f"{opts.run}: gather/ written in {seconds:.1f} s; best {a['n_selected']} of "
                 f"{a['n_members']} members averaged",
                 f"  resolution {res}; R-factor {a['r_factor']:.4f}"

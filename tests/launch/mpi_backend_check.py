@@ -29,6 +29,18 @@ def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a + b
 
 
+def sums_record(task: int, shared: int) -> dict:
+    """A partial result shaped like stage 1's: arrays inside a dict and a tuple, with
+    small metadata beside them."""
+    block = random_block(task, shared)
+    return {"n": 1, "frames": [task], "sums": (block, np.outer(block[:8], block[:8]))}
+
+
+def add_records(a: dict, b: dict) -> dict:
+    return {"n": a["n"] + b["n"], "frames": a["frames"] + b["frames"],
+            "sums": tuple(x + y for x, y in zip(a["sums"], b["sums"]))}
+
+
 def tagged(task, shared):
     return task, shared
 
@@ -56,6 +68,9 @@ def _check(out_dir: str) -> None:
         raise AssertionError("reduce over no tasks returned")
     sums = {f"n{n}": backend.reduce(random_block, list(range(n)), SEED, combine=add)
             for n in TASK_COUNTS}
+    records = backend.reduce(sums_record, list(range(37)), SEED, combine=add_records)
+    assert records["n"] == 37 and records["frames"] == list(range(37)), records["frames"]
+    sums["record0"], sums["record1"] = records["sums"]
     np.savez(f"{out_dir}/rank{backend.rank}.npz", **sums)
 
 

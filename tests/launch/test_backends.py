@@ -31,8 +31,10 @@ from tests.launch.mpi_backend_check import (
     SEED,
     TASK_COUNTS,
     add,
+    add_records,
     fails_on_last,
     random_block,
+    sums_record,
     tagged,
 )
 
@@ -179,6 +181,24 @@ def test_mpiexec_two_ranks_map_bcast_and_reduce_bit_for_bit(serial_sums, tmp_pat
         sums = np.load(tmp_path / f"rank{rank}.npz")
         for n in TASK_COUNTS:
             assert np.array_equal(sums[f"n{n}"], serial_sums[n]), (rank, n)
+        local = LocalBackend(1, progress=False).reduce(sums_record, list(range(37)), SEED,
+                                                       combine=add_records)
+        assert np.array_equal(sums["record0"], local["sums"][0])
+        assert np.array_equal(sums["record1"], local["sums"][1])
+
+
+def test_mpi_values_travel_as_buffers_beside_small_metadata():
+    from lensfree.launch.backends.mpi import _join, _split
+
+    big = np.arange(2048 * 2048, dtype=np.float64).reshape(2048, 2048)
+    value = {"sums": (big, big[::2].copy()), "counts": {"accepted": 3}, "names": ["a"]}
+    header, buffers = _split(value)
+    # the 50 MB of arrays go out of band, as buffers sharing the arrays' memory
+    assert len(header) < 1000 and sum(b.nbytes for b in buffers) == big.nbytes * 3 // 2
+    assert np.shares_memory(np.asarray(buffers[0]), big)
+    back = _join(header, [np.frombuffer(b, np.uint8).copy() for b in buffers])
+    assert np.array_equal(back["sums"][0], big) and back["counts"] == {"accepted": 3}
+    assert back["sums"][0].flags.writeable
 
 
 @pytest.mark.skipif(mpiexec() is None, reason="no mpiexec (pip install 'lensfree[mpi]')")

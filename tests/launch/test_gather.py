@@ -166,3 +166,20 @@ def test_bad_stores_and_models_are_refused(phased, tmp_path, capsys):
 
     code, err = _err(capsys, ["gather", str(tmp_path / "missing.zarr")])
     assert code == 2 and "missing.zarr" in err
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(mpiexec() is None, reason="no mpiexec (pip install 'lensfree[mpi]')")
+def test_mpiexec_two_ranks_fold_the_blocks_as_local(phased, local_gather, tmp_path):
+    path = str(tmp_path / "run.zarr")
+    shutil.copytree(phased, path)
+    # one member per task: the blocks' sums fold in the tree across the two ranks
+    cmd = [mpiexec(), "-n", "2", *lensfree_exe(), "gather", path, "--fraction", "0.5",
+           "--members-per-task", "1", "--quiet", "--backend", "mpi"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr
+    got, want = zarr.open_group(path, mode="r")["gather"], local_gather["gather"]
+    np.testing.assert_array_equal(got["selected"][...], want["selected"][...])
+    np.testing.assert_allclose(got["average"][...], want["average"][...], atol=1e-6)
+    for key in ("r_factor", "resolution_px"):
+        assert got.attrs[key] == pytest.approx(want.attrs[key], rel=1e-6)
