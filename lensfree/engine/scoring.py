@@ -13,7 +13,8 @@ microscopy", J. Opt. Soc. Am. A 23, 1179 (2006) (PRTF).
 Z. Wang, A. C. Bovik, H. R. Sheikh and E. P. Simoncelli, "Image quality assessment: from
 error visibility to structural similarity", IEEE Trans. Image Process. 13, 600 (2004).
 P.-N. Chen et al., "X-ray ensemble diffraction microscopy", J. Appl. Cryst. (2024)
-(erf%, core-shell fit, 1/e PRTF cut-off).
+(1/e PRTF cut-off). The core-shell fit lives in :mod:`lensfree.engine.coreshell` and is
+re-exported here.
 """
 
 from __future__ import annotations
@@ -25,12 +26,20 @@ import numpy as np
 
 from lensfree.engine import align as _align
 from lensfree.engine import phasing
-from lensfree.engine.simulate import core_shell_form_factor
+from lensfree.engine.coreshell import (
+    core_shell_amplitude,
+    core_shell_image,
+    erf_percent,
+    fit_core_shell,
+    frequency_grid,
+    least_squares_scale,
+)
 
 __all__ = ["AlignedSums", "Resolution", "align_members", "align_to_model", "combine",
-           "core_shell_amplitude", "core_shell_image", "erf_percent", "fit_core_shell",
-           "frequency_grid", "least_squares_scale", "prtf", "prtf_floor", "r_factor", "resolution",
-           "shell_index", "spectrum", "ssim", "ssim_to_model"]
+           "core_shell_amplitude", "core_shell_image", "describe_resolution", "erf_percent",
+           "fit_core_shell", "frequency_grid", "least_squares_scale", "prtf", "prtf_floor",
+           "r_factor", "resolution", "shell_index", "spectrum", "ssim", "ssim_to_model",
+           "unit_phasor"]
 
 #: the PRTF cut-off of Chen et al. 2024 and Chapman et al. 2006
 INV_E = float(np.exp(-1.0))
@@ -56,7 +65,9 @@ class AlignedSums:
         ``sum_k g_k`` of the aligned members.
     spectrum_sum : (h, w) complex128
         ``sum_k G_k``, ``G_k = F g_k`` centred (:func:`spectrum`). By linearity it equals
-        ``F object_sum`` to rounding; it is kept as the PRTF's own numerator.
+        ``F object_sum`` to rounding.
+    phasor_sum : (h, w) complex128
+        ``sum_k G_k / |G_k|`` (0 where ``G_k = 0``): the unit phasors the PRTF averages.
     shifts, twins, phases, correlations : per member, in the order summed
         What :func:`align.align` did to each (see :class:`align.AlignInfo`).
     """
@@ -64,6 +75,7 @@ class AlignedSums:
     n: int
     object_sum: np.ndarray
     spectrum_sum: np.ndarray
+    phasor_sum: np.ndarray | None = None
     shifts: list = field(default_factory=list)
     twins: list = field(default_factory=list)
     phases: list = field(default_factory=list)
@@ -78,6 +90,13 @@ class AlignedSums:
     def mean_spectrum(self) -> np.ndarray:
         """``<G>``, complex128."""
         return self.spectrum_sum / self.n
+
+    @property
+    def mean_phasor(self) -> np.ndarray:
+        """``<G / |G|>``, complex128, modulus at most 1: what :func:`prtf` takes."""
+        if self.phasor_sum is None:
+            raise ValueError("AlignedSums: no phasor sums (made without align_members)")
+        return self.phasor_sum / self.n
 
 
 def align_members(members: Iterable[np.ndarray], reference: np.ndarray,
@@ -103,11 +122,14 @@ def align_members(members: Iterable[np.ndarray], reference: np.ndarray,
     reference = np.asarray(reference)
     obj_sum = np.zeros(reference.shape, np.complex128)
     spec_sum = np.zeros(reference.shape, np.complex128)
-    out = AlignedSums(0, obj_sum, spec_sum)
+    phasors = np.zeros(reference.shape, np.complex128)
+    out = AlignedSums(0, obj_sum, spec_sum, phasors)
     for member in members:
         aligned, info = _align.align(np.asarray(member), reference, upsample)
         obj_sum += aligned
-        spec_sum += spectrum(aligned)
+        g = spectrum(aligned)
+        spec_sum += g
+        phasors += unit_phasor(g)
         out.n += 1
         out.shifts.append(list(info.shift))
         out.twins.append(info.twin)
@@ -122,10 +144,15 @@ def combine(parts: Sequence[AlignedSums]) -> AlignedSums:
         raise ValueError("combine: no partial sums")
     total = AlignedSums(0, np.zeros_like(parts[0].object_sum),
                         np.zeros_like(parts[0].spectrum_sum))
+    with_phasors = all(p.phasor_sum is not None for p in parts)
+    if with_phasors:
+        total.phasor_sum = np.zeros_like(parts[0].spectrum_sum)
     for p in parts:
         total.n += p.n
         total.object_sum += p.object_sum
         total.spectrum_sum += p.spectrum_sum
+        if with_phasors:
+            total.phasor_sum += p.phasor_sum
         for name in ("shifts", "twins", "phases", "correlations"):
             getattr(total, name).extend(getattr(p, name))
     if total.n == 0:
@@ -148,15 +175,36 @@ def shell_index(shape: tuple[int, int]) -> np.ndarray:
     return k
 
 
-def prtf(mean_spectrum: np.ndarray, amplitude: np.ndarray,
-         valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Phase-retrieval transfer function, shell-averaged over valid pixels.
+def unit_phasor(g: np.ndarray) -> np.ndarray:
+    """``g / |g|``, and 0 where ``g = 0`` (no phase to count)."""
+    mag = np.abs(g)
+    return np.divide(g, mag, out=np.zeros_like(g, dtype=np.complex128), where=mag > 0)
 
-    ``PRTF(q) = sum_shell |<G(q)>| / sum_shell A(q)`` over the valid pixels of each shell
-    (the ratio of shell means, which stays finite where single pixels hold zero counts).
-    ``<G>`` is the mean transform of the aligned members (phase offsets removed), ``A`` the
-    measured amplitude; both centred. Identical members that fit the data exactly give 1;
-    members that disagree at some ``q`` average out there (Chapman et al. 2006).
+
+def prtf(mean_phasor: np.ndarray, amplitude: np.ndarray,
+         valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Phase-retrieval transfer function: the phase-only PRTF, shell-averaged over valid pixels.
+
+    Per pixel ``|<G_k(q) / |G_k(q)|>|``, the length of the mean unit phasor of the aligned
+    members' transforms; per shell its mean over the valid pixels. This is the PRTF of
+    Chapman et al. 2006, ``|<G(q)>| / A(q)``, with each member's modulus set to the
+    measured one (a member that fits the data has ``|G| = A``), so it is at most 1 by
+    construction, in every pixel and every shell, whatever the counts. Identical members
+    give 1; members whose phases disagree at ``q`` average out there, down to about
+    :func:`prtf_floor` for unrelated phases. (The ratio of shell sums
+    ``sum |<G>| / sum A`` that this replaces is unbounded where most pixels count no
+    photon: about 6 at high q on the real NADIA pattern.) Every valid pixel counts
+    equally, measured zeros too: where the data hold no photon the members' phases are
+    free, and the PRTF says so.
+
+    Parameters
+    ----------
+    mean_phasor : (h, w) complex, ``|.| <= 1``
+        :attr:`AlignedSums.mean_phasor`, centred.
+    amplitude : (h, w) float
+        The measured amplitude; pixels where it is not finite are left out.
+    valid : (h, w) bool
+        Measured pixels.
 
     Returns
     -------
@@ -164,18 +212,22 @@ def prtf(mean_spectrum: np.ndarray, amplitude: np.ndarray,
         Shell frequency in cycles per real-space pixel, ``k / h`` for shell ``k`` (pixels
         along the first axis when the array is not square).
     prtf : (K + 1,) float64
-        NaN for shells without a valid pixel (the missing centre).
+        In [0, 1]; NaN for shells without a valid pixel (the missing centre).
     """
-    if not (mean_spectrum.shape == amplitude.shape == valid.shape):
-        raise ValueError(f"prtf: shapes differ: {mean_spectrum.shape}, {amplitude.shape}, "
+    if not (mean_phasor.shape == amplitude.shape == valid.shape):
+        raise ValueError(f"prtf: shapes differ: {mean_phasor.shape}, {amplitude.shape}, "
                          f"{valid.shape}")
+    length = np.abs(mean_phasor)
+    if np.nanmax(length, initial=0.0) > 1.0 + 1e-6:
+        raise ValueError("prtf: takes the mean unit phasor (AlignedSums.mean_phasor), got "
+                         f"values up to {np.nanmax(length):.3g}")
     shells = shell_index(amplitude.shape)
-    use = valid & (shells >= 0) & np.isfinite(amplitude)
+    use = valid & (shells >= 0) & np.isfinite(amplitude) & np.isfinite(length)
     n = int(shells.max()) + 1
-    num = np.bincount(shells[use], weights=np.abs(mean_spectrum)[use], minlength=n)
-    den = np.bincount(shells[use], weights=np.asarray(amplitude, np.float64)[use], minlength=n)
+    num = np.bincount(shells[use], weights=np.minimum(length[use], 1.0), minlength=n)
+    count = np.bincount(shells[use], minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(den > 0, num / den, np.nan)
+        out = np.where(count > 0, num / count, np.nan)
     return np.arange(n) / amplitude.shape[0], out
 
 
@@ -199,12 +251,16 @@ class Resolution:
         ``1 / (2 q_cut)``: the half-period resolution in real-space pixels.
     reached : bool
         False when the PRTF never falls below the threshold: ``q_cut`` is then the last
-        shell, and the resolution is limited by the edge of the data.
+        shell, and the resolution is better than ``half_period_px``, which the edge of the
+        data limits (:func:`describe_resolution` says it that way).
+    edge : float
+        The PRTF at the last shell with data: how far above the threshold the curve ends.
     """
 
     q_cut: float
     half_period_px: float
     reached: bool
+    edge: float = float("nan")
 
 
 def resolution(q: np.ndarray, curve: np.ndarray, threshold: float = INV_E) -> Resolution:
@@ -230,7 +286,23 @@ def resolution(q: np.ndarray, curve: np.ndarray, threshold: float = INV_E) -> Re
             t = (curve[j] - threshold) / (curve[j] - curve[k])
             q_cut = float(q[j] + t * (q[k] - q[j]))
         reached = True
-    return Resolution(q_cut=q_cut, half_period_px=1.0 / (2.0 * q_cut), reached=reached)
+    return Resolution(q_cut=q_cut, half_period_px=1.0 / (2.0 * q_cut), reached=reached,
+                      edge=float(curve[ok[-1]]))
+
+
+def describe_resolution(half_period_px: float, reached: bool, pixel_m: float | None = None,
+                        edge: float | None = None) -> str:
+    """The resolution as a reader should take it: ``"1.42 px (3.69 nm)"`` where the PRTF
+    crosses the threshold; ``"better than 1.00 px (2.60 nm) (the data edge; PRTF 0.81
+    there)"`` where it never does, since the curve then says only that the data end first.
+    """
+    text = f"{half_period_px:.2f} px"
+    if pixel_m:
+        text += f" ({half_period_px * pixel_m * 1e9:.2f} nm)"
+    if reached:
+        return text
+    at_edge = "" if edge is None or not np.isfinite(edge) else f"; PRTF {edge:.2f} there"
+    return f"better than {text} (the data edge{at_edge})"
 
 
 def r_factor(obj: np.ndarray, amplitude: np.ndarray, valid: np.ndarray) -> float:
@@ -258,17 +330,6 @@ def ssim(image: np.ndarray, model: np.ndarray, *, data_range: float | None = Non
     if data_range is None:
         data_range = float(b.max() - b.min()) or 1.0
     return float(structural_similarity(a, b, data_range=data_range))
-
-
-def least_squares_scale(model: np.ndarray, data: np.ndarray,
-                        region: np.ndarray | None = None) -> float:
-    """``s`` minimising ``sum_region (data - s model)^2``: ``<model, data> / <model, model>``."""
-    m = np.asarray(model, np.float64)
-    d = np.asarray(data, np.float64)
-    if region is not None:
-        m, d = m[region], d[region]
-    mm = float(np.dot(m.ravel(), m.ravel()))
-    return float(np.dot(m.ravel(), d.ravel()) / mm) if mm > 0 else 0.0
 
 
 def align_to_model(image: np.ndarray, model: np.ndarray, upsample: int = 20) -> np.ndarray:
@@ -310,97 +371,3 @@ def _widen(start: int, stop: int, margin: int, n: int, least: int = 7) -> slice:
     while stop - start < least and (start > 0 or stop < n):
         start, stop = max(0, start - 1), min(n, stop + 1)
     return slice(start, stop)
-
-
-# ----------------------------------------------------------------------------- model fit
-
-
-def frequency_grid(shape: tuple[int, int], spacing, center=None) -> np.ndarray:
-    """``|q|`` of every pixel of a centred Fourier array.
-
-    Parameters
-    ----------
-    shape : (h, w)
-    spacing : float or (float, float)
-        Frequency step per pixel along each axis (cycles per metre with the geometry,
-        ``pixel / (wavelength * distance)``; or ``(1 / h, 1 / w)`` cycles per pixel).
-    center : (cy, cx), optional
-        Zero frequency in pixels, sub-pixel allowed [``(h // 2, w // 2)``].
-    """
-    h, w = shape
-    cy, cx = (h // 2, w // 2) if center is None else center
-    dqy, dqx = np.broadcast_to(np.asarray(spacing, np.float64), (2,))
-    return np.hypot(((np.arange(h) - cy) * dqy)[:, None], ((np.arange(w) - cx) * dqx)[None])
-
-
-def core_shell_amplitude(q: np.ndarray, inner: float, outer: float, core_density: float = 3.0,
-                         shell_density: float = 1.0) -> np.ndarray:
-    """``|F(q)|`` of a projected core-shell sphere, normalised to 1 at ``q = 0``.
-
-    ``F`` is :func:`simulate.core_shell_form_factor` (diameters in the units of ``1 / q``);
-    the normalisation keeps fitted scales readable (the forward amplitude).
-    """
-    f = core_shell_form_factor(np.asarray(q, np.float64), inner, outer, core_density,
-                               shell_density)
-    f0 = core_shell_form_factor(np.zeros(1), inner, outer, core_density, shell_density)[0]
-    return np.abs(f / f0) if f0 != 0 else np.abs(f)
-
-
-def erf_percent(model: np.ndarray, measured: np.ndarray, region: np.ndarray) -> float:
-    """``erf% = 100 sum_D |A - G| / sum_D A`` over the pixels ``D`` (Chen et al. 2024, eq. 2).
-
-    ``A`` is the measured amplitude, ``G`` the model amplitude.
-    """
-    a = np.asarray(measured, np.float64)[region]
-    g = np.asarray(model, np.float64)[region]
-    total = a.sum()
-    if not total > 0:
-        raise ValueError("erf_percent: the measured amplitude sums to zero over the region")
-    return float(100.0 * np.abs(a - g).sum() / total)
-
-
-def fit_core_shell(q: np.ndarray, measured: np.ndarray, region: np.ndarray, inner: float,
-                   outer: float, core_density: float = 3.0, shell_density: float = 1.0,
-                   offset: bool = True) -> tuple[float, float, float]:
-    """One point of the core-shell grid: the model fitted to the data, and its ``erf%``.
-
-    The model amplitude ``G = s |F(q)| + c`` (:func:`core_shell_amplitude`) takes the
-    least-squares scale ``s`` (and, with ``offset``, the constant ``c``) over ``region``,
-    the valid pixels outside the central speckle. ``s`` stands for the square root of the
-    number of particles times the flux (Chen et al. 2024 scale the form factor only:
-    ``offset=False``). The offset soaks up a flat residual floor that a background
-    subtraction leaves at high q, where the particle's signal is weakest; without it that
-    floor, not the fringes, decides the fit.
-
-    Returns
-    -------
-    erf : float
-        ``erf%`` of the fitted model, percent; NaN when ``inner >= outer``.
-    scale, offset : float
-        ``s`` and ``c`` (0 without ``offset``).
-    """
-    if not 0 <= inner < outer:
-        return float("nan"), float("nan"), float("nan")
-    model = core_shell_amplitude(q, inner, outer, core_density, shell_density)
-    if offset:
-        f = model[region]
-        design = np.stack([f, np.ones_like(f)], axis=1)
-        (s, c), *_ = np.linalg.lstsq(design, np.asarray(measured, np.float64)[region],
-                                     rcond=None)
-    else:
-        s, c = least_squares_scale(model, measured, region), 0.0
-    return erf_percent(s * model + c, measured, region), float(s), float(c)
-
-
-def core_shell_image(shape: tuple[int, int], spacing, inner: float, outer: float,
-                     core_density: float = 3.0, shell_density: float = 1.0) -> np.ndarray:
-    """Projected density of a core-shell sphere as seen through the data's aperture.
-
-    The inverse transform of the form factor sampled on the Fourier grid (``spacing`` as
-    in :func:`frequency_grid`): the band-limited image a perfect reconstruction would give,
-    centred at ``(h // 2, w // 2)``, real, maximum 1. A model for :func:`ssim_to_model`.
-    """
-    f = core_shell_form_factor(frequency_grid(shape, spacing), inner, outer, core_density,
-                               shell_density)
-    img = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(f))).real
-    return img / np.abs(img).max()

@@ -35,7 +35,7 @@ def test_prtf_of_identical_members_is_one_in_every_shell(letter):
     members = _copies(letter, 6, np.random.default_rng(0))
     sums = scoring.align_members(iter(members), letter)
     assert sums.n == 6 and sums.twins == [False, True] * 3
-    q, curve = scoring.prtf(sums.mean_spectrum, amplitude, valid)
+    q, curve = scoring.prtf(sums.mean_phasor, amplitude, valid)
     assert q.shape == curve.shape == (33,)
     assert np.isnan(curve[:3]).all()  # the missing centre has no valid pixel
     np.testing.assert_allclose(curve[3:], 1.0, atol=1e-4)
@@ -56,7 +56,7 @@ def test_prtf_falls_with_phase_noise_as_expected(letter):
     members = (np.fft.ifft2(np.fft.ifftshift(g * np.exp(1j * sigma * rng.standard_normal(g.shape))))
                .astype(np.complex64) for _ in range(n))
     sums = scoring.align_members(members, letter)
-    q, curve = scoring.prtf(sums.mean_spectrum, np.abs(g), _valid(letter.shape))
+    q, curve = scoring.prtf(sums.mean_phasor, np.abs(g), _valid(letter.shape))
     s2 = (np.sqrt(2) * q / q0) ** 2
     expected = np.sqrt(np.exp(-s2) + (1 - np.exp(-s2)) / n)
     ok = np.isfinite(curve)
@@ -68,9 +68,55 @@ def test_prtf_falls_with_phase_noise_as_expected(letter):
     # more noise everywhere: a lower PRTF
     members = (np.fft.ifft2(np.fft.ifftshift(g * np.exp(2j * sigma * rng.standard_normal(g.shape))))
                .astype(np.complex64) for _ in range(20))
-    _, worse = scoring.prtf(scoring.align_members(members, letter).mean_spectrum, np.abs(g),
+    _, worse = scoring.prtf(scoring.align_members(members, letter).mean_phasor, np.abs(g),
                             _valid(letter.shape))
     assert np.nanmean(worse[4:]) < np.nanmean(curve[4:]) - 0.1
+
+
+def test_prtf_is_at_most_one_where_most_pixels_count_no_photon(letter):
+    """Photon-starved high q (90% zero counts, as on the real NADIA pattern): members whose
+    moduli do not follow the data there. The ratio of shell sums sum|<G>| / sum A that
+    lensfree used before climbs far above 1; the phase-only PRTF stays in [0, 1]."""
+    rng = np.random.default_rng(6)
+    g = scoring.spectrum(letter)
+    far = scoring.frequency_grid(letter.shape, 1 / 64) > 0.25
+    counts = rng.poisson(np.where(far, 0.1, 1e4 * np.abs(g) ** 2 / np.abs(g).max() ** 2))
+    amplitude = np.sqrt(counts)
+    valid = _valid(letter.shape)
+    assert (counts[far & valid] == 0).mean() > 0.85
+    # every member: the object plus its own faint noise, so its transform has some modulus
+    # everywhere, with phases that differ between members only where the object is faint
+    members = [(letter + 0.02 * (rng.standard_normal(letter.shape)
+                                 + 1j * rng.standard_normal(letter.shape))).astype(np.complex64)
+               for _ in range(8)]
+    sums = scoring.align_members(iter(members), letter)
+    with np.errstate(invalid="ignore"):
+        shells = scoring.shell_index(letter.shape)
+        use = valid & (shells >= 0)
+        old = (np.bincount(shells[use], np.abs(sums.mean_spectrum)[use], 33)
+               / np.bincount(shells[use], amplitude[use], 33))
+    assert np.nanmax(old) > 2  # the old score: "better than perfect" at high q
+    q, curve = scoring.prtf(sums.mean_phasor, amplitude, valid)
+    ok = np.isfinite(curve)
+    assert ok[3:].all() and curve[ok].min() >= 0 and curve[ok].max() <= 1
+    assert curve[5] > 0.95  # where the object is bright the members agree
+    # where the mean unit phasor is not a phasor mean (|.| > 1), the call is refused
+    with pytest.raises(ValueError, match="mean_phasor"):
+        scoring.prtf(sums.mean_spectrum, amplitude, valid)
+
+
+def test_resolution_at_the_data_edge_says_better_than_and_keeps_the_edge_value():
+    q = np.arange(6) / 10
+    curve = np.array([np.nan, np.nan, 0.95, 0.9, 0.85, 0.8])
+    res = scoring.resolution(q, curve)
+    assert not res.reached and res.q_cut == 0.5 and res.half_period_px == 1.0
+    assert res.edge == 0.8
+    text = scoring.describe_resolution(res.half_period_px, res.reached, 2.6e-9, res.edge)
+    assert text == "better than 1.00 px (2.60 nm) (the data edge; PRTF 0.80 there)"
+    crossed = scoring.resolution(q, np.array([np.nan, 0.9, 0.5, 0.2, 0.1, 0.1]))
+    assert crossed.reached and crossed.edge == 0.1
+    assert scoring.describe_resolution(crossed.half_period_px, True) == (
+        f"{crossed.half_period_px:.2f} px")
 
 
 def test_blocks_fold_to_the_one_pass_sums(letter):

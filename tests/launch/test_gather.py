@@ -183,3 +183,37 @@ def test_mpiexec_two_ranks_fold_the_blocks_as_local(phased, local_gather, tmp_pa
     np.testing.assert_allclose(got["average"][...], want["average"][...], atol=1e-6)
     for key in ("r_factor", "resolution_px"):
         assert got.attrs[key] == pytest.approx(want.attrs[key], rel=1e-6)
+
+
+def test_a_prtf_that_never_falls_below_1e_says_better_than_the_data_edge(phased, tmp_path,
+                                                                         capsys):
+    """One member averaged: its PRTF is 1 in every shell, so the curve never crosses 1/e and
+    the resolution is only bounded by the data edge: said so on the CLI, in the attrs and in
+    summary.md, with the PRTF value at the edge."""
+    from lensfree.io.report import write_report
+
+    path = str(tmp_path / "run.zarr")
+    shutil.copytree(phased, path)
+    assert main(["gather", path, "--fraction", "0.01"]) == 0
+    out = capsys.readouterr().out
+    g = zarr.open_group(path, mode="r")["gather"]
+    a = g.attrs
+    curve = g["prtf"][...]
+    assert a["n_selected"] == 1 and a["resolution_reached"] is False
+    assert a["prtf_edge"] == pytest.approx(curve[np.isfinite(curve)][-1], abs=0)
+    assert a["prtf_edge"] == pytest.approx(1.0, abs=1e-6)
+    assert np.nanmax(curve) <= 1.0
+    said = "better than 1.00 px (the data edge; PRTF 1.00 there)"
+    assert f"resolution {said}" in out
+    write_report(path, str(tmp_path / "report"), groups=["gather"])
+    text = (tmp_path / "report" / "summary.md").read_text()
+    assert f"half-period resolution (PRTF 1/e): {said}" in text
+    assert "limited by the data edge" not in text
+
+
+def test_the_stored_prtf_is_at_most_one(local_gather):
+    """The phase-only PRTF (Chapman et al. 2006): the length of a mean unit phasor."""
+    curve = local_gather["gather/prtf"][...]
+    ok = np.isfinite(curve)
+    assert ok.sum() >= 28 and curve[ok].max() <= 1.0 and curve[ok].min() >= 0.0
+    assert local_gather["gather"].attrs["prtf_edge"] == curve[ok][-1]

@@ -56,14 +56,11 @@ def plot_prtf(run_path: str, out_png: str) -> str:
     if a.get("prtf_floor") is not None:
         ax.axhline(a["prtf_floor"], color="0.6", ls="-.",
                    label=f"chance level of {a['n_selected']} members")
-    res = f"{a['resolution_px']:.2f} px"
-    if a.get("resolution_m"):
-        res += f" = {a['resolution_m'] * 1e9:.2f} nm"
-    edge = "" if a.get("resolution_reached", True) else " (never below 1/e: data edge)"
-    ax.set_title(f"PRTF of {a['n_selected']} members: half-period resolution {res}{edge}",
-                 fontsize=10)
+    ax.set_title(f"PRTF of {a['n_selected']} members: half-period resolution "
+                 f"{_resolution(a)}", fontsize=10)
     ax.set_xlabel(f"q ({unit})")
-    ax.set_ylabel("PRTF")
+    ax.set_ylabel("PRTF (phase-only)")
+    # stores written before the phase-only PRTF may hold values above 1
     ax.set_ylim(0, max(1.05, float(np.nanmax(curve)) * 1.05) if np.isfinite(curve).any()
                 else 1.05)
     ax.legend()
@@ -73,19 +70,26 @@ def plot_prtf(run_path: str, out_png: str) -> str:
 def summary_lines(run) -> list[str]:
     """Members averaged, resolution, R-factor and SSIM against a model."""
     a = run["gather"].attrs
-    res = f"{a['resolution_px']:.2f} px"
-    if a.get("resolution_m"):
-        res += f" ({a['resolution_m'] * 1e9:.2f} nm)"
     lines = ["## Gather",
              f"- best {a['n_selected']} of {a.get('n_members', '?')} members "
              f"(fraction {a['parameters']['fraction']}), aligned to member "
              f"{a['reference_member']}",
-             f"- half-period resolution (PRTF 1/e): {res}"
-             + ("" if a.get("resolution_reached", True) else ", limited by the data edge"),
+             f"- half-period resolution (PRTF 1/e): {_resolution(a)}",
              f"- R-factor of the average: {num(a['r_factor'])}"]
     if a.get("ssim") is not None:
         lines.append(f"- SSIM against the model ({a.get('model')}): {a['ssim']:.4f}")
     return [*lines, ""]
+
+
+def _resolution(a) -> str:
+    """``gather/``'s resolution in words: "better than X (the data edge)" when not reached."""
+    from lensfree.engine.scoring import describe_resolution
+
+    pixel = a.get("real_space_pixel_m")
+    if not pixel and a.get("resolution_m"):
+        pixel = a["resolution_m"] / a["resolution_px"]
+    return describe_resolution(a["resolution_px"], a.get("resolution_reached", True), pixel,
+                               a.get("prtf_edge"))
 
 
 SECTION = Section("gather", (
