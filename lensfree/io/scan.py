@@ -6,6 +6,12 @@ A scan is a frame store (:mod:`lensfree.io.frames`) with ``positions`` (N, 2), i
 ``positions`` in px, attr ``object_origin``), against which :func:`score_run` scores a run.
 Metres and object pixels meet in one place, :meth:`ScanInput.to_px` and
 :meth:`ScanInput.to_unit`.
+
+Propagation (attr ``propagation``, ``far-field`` when absent): a ``near-field`` store's
+``wavelength_m``, ``distance_m`` (effective, after Fresnel scaling) and ``pixel_size_m``
+(the sample plane's) set the angular-spectrum propagator, and its object pixel is that
+pixel; :func:`set_propagation` writes them, from the detector's geometry and a focus
+distance when the beam diverges (Fresnel scaling).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from lensfree.io import frames as frame_io
 from lensfree.io import runstore
 
 __all__ = ["MAX_OBJECT_SIDE", "ScanInput", "load_npz_scan", "read_scan", "score_run",
-           "simulate_ptycho", "write_ptycho_frames"]
+           "set_propagation", "simulate_ptycho", "write_ptycho_frames"]
 
 #: largest object side (px) accepted: beyond it the positions are surely in another unit
 MAX_OBJECT_SIDE = 16384
@@ -108,6 +114,7 @@ class ScanInput:
     unit: str                     # the store's unit: "px" or "m"
     pixel_m: float | None         # metres per object pixel when unit is "m"
     probe: np.ndarray | None      # (modes, h, w) or None
+    propagator: pt.Propagator = pt.Propagator()
 
     @property
     def positions_px(self) -> np.ndarray:
@@ -125,9 +132,13 @@ class ScanInput:
         return positions_px * self.pixel_m if self.unit == "m" else positions_px
 
 
-def read_scan(path: str) -> ScanInput:
-    """Open a frame store for ptychography and check positions and probe (one-line errors)."""
+def read_scan(path: str, *, propagation: str | None = None, wavelength: float | None = None,
+              distance: float | None = None, pixel_size: float | None = None) -> ScanInput:
+    """Open a frame store for ptychography and check positions, probe and propagation
+    (one-line errors). ``propagation`` and the geometry (metres; the pixel is the sample
+    plane's for the near field) override the store's attrs."""
     store = frame_io.open_frames(path, allow_pixels=True)
+    prop = _propagator(path, store, propagation, wavelength, distance, pixel_size)
     group = zarr.open_group(path, mode="r")
     if "positions" not in group:
         raise LensfreeError(f"{path}: no 'positions' array (N, 2); ptychography needs the "
@@ -145,7 +156,9 @@ def read_scan(path: str) -> ScanInput:
                             f"frame {bad[0]})")
     unit = store.attrs.get("positions_unit", "m")
     pixel_m = None
-    if unit == "m":
+    if unit == "m" and prop.kind == "near-field":
+        pixel_m = prop.pixel_size_m
+    elif unit == "m":
         pixel_m = store.geometry.real_space_pixel(store.frame_shape[0])
         if pixel_m is None:
             raise LensfreeError(f"{path}: positions are in metres but the store has no "
@@ -153,13 +166,80 @@ def read_scan(path: str) -> ScanInput:
                                 "or the geometry attrs")
     elif unit != "px":
         raise LensfreeError(f"{path}: positions_unit {unit!r}: expected 'px' or 'm'")
-    scan = ScanInput(store, positions, unit, pixel_m, probe=None)
+    scan = ScanInput(store, positions, unit, pixel_m, probe=None, propagator=prop)
     span = np.ptp(scan.positions_px, axis=0) + np.asarray(store.frame_shape)
     if span.max() > MAX_OBJECT_SIDE:
         raise LensfreeError(
             f"{path}: the positions span {span[0]:.3g} x {span[1]:.3g} object pixels, beyond "
             f"any sensible object frame (max {MAX_OBJECT_SIDE}); check positions_unit")
     return replace(scan, probe=_read_probe(path, group, store.frame_shape))
+
+
+def _propagator(path, store, propagation, wavelength, distance, pixel_size) -> pt.Propagator:
+    """The store's propagation, or the one asked for; a far-field run of a near-field
+    store, or a geometry the propagator cannot sample, is refused."""
+    stored = store.attrs.get("propagation", "far-field")
+    if stored not in pt.PROPAGATIONS:
+        raise LensfreeError(f"{path}: propagation {stored!r}: expected one of "
+                            f"{', '.join(pt.PROPAGATIONS)}")
+    kind = propagation or stored
+    if kind == "far-field" and stored == "near-field":
+        raise LensfreeError(f"{path}: a near-field scan (attr propagation); the far-field "
+                            "engine would fit a meaningless object: drop --propagation "
+                            "far-field")
+    if kind == "far-field":
+        return pt.Propagator()
+    g = store.geometry
+    try:
+        prop = pt.Propagator("near-field", wavelength or g.wavelength_m,
+                             distance or g.distance_m, pixel_size or g.pixel_size_m)
+        prop.check(store.frame_shape)
+    except ValueError as exc:
+        raise LensfreeError(f"{path}: {exc}") from None
+    return prop
+
+
+def set_propagation(path: str, propagation: str, focus_distance: float | None = None) -> dict:
+    """Record the propagation of the frame store ``path`` in its attrs.
+
+    ``near-field`` with ``focus_distance`` (metres, focus to sample): the detector
+    geometry the store holds becomes the Fresnel-scaled one
+    (:func:`lensfree.engine.ptycho.fresnel_scaling`), the detector's kept under
+    ``fresnel_scaling``. Returns the attrs written. One-line errors for what cannot be.
+    """
+    if propagation not in pt.PROPAGATIONS:
+        raise LensfreeError(f"propagation {propagation!r}: expected one of "
+                            f"{', '.join(pt.PROPAGATIONS)}")
+    group = zarr.open_group(path, mode="r+")
+    attrs = dict(group.attrs)
+    new = {"propagation": propagation}
+    if focus_distance is not None:
+        if propagation != "near-field":
+            raise LensfreeError("--focus-distance: only for a near-field scan")
+        keys = ("wavelength_m", "distance_m", "pixel_size_m")
+        missing = [k for k in keys if not isinstance(attrs.get(k), (int, float))]
+        if missing:
+            raise LensfreeError(f"{path}: Fresnel scaling needs the detector geometry; "
+                                f"missing {', '.join(missing)} (give --wavelength, "
+                                "--distance, --pixel-size)")
+        try:
+            g = pt.fresnel_scaling(focus_distance, attrs["distance_m"], attrs["pixel_size_m"])
+        except ValueError as exc:
+            raise LensfreeError(str(exc)) from None
+        new.update(distance_m=g["distance_m"], pixel_size_m=g["pixel_size_m"],
+                   fresnel_scaling={"focus_distance_m": float(focus_distance),
+                                    "detector_distance_m": attrs["distance_m"],
+                                    "detector_pixel_size_m": attrs["pixel_size_m"],
+                                    "magnification": g["magnification"]})
+    if propagation == "near-field":  # checked before anything is written
+        merged = {**attrs, **new}
+        try:
+            pt.Propagator("near-field", *(merged.get(k) for k in (
+                "wavelength_m", "distance_m", "pixel_size_m"))).check(group["frames"].shape[1:])
+        except (ValueError, TypeError) as exc:
+            raise LensfreeError(f"{path}: {exc}") from None
+    group.attrs.update(new)
+    return new
 
 
 def _read_probe(path: str, group: zarr.Group, frame_shape) -> np.ndarray | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from lensfree.engine.params import at_least, param, positive
+from lensfree.engine.params import at_least, optional, param, positive
 from lensfree.errors import LensfreeError
 from lensfree.launch.console import open_backend, report
 from lensfree.launch.stage import Command, Execution, GeometryOptions
@@ -38,7 +38,7 @@ class SimulateEnsemble(Command):
     help = "frames of many identical core-shell spheres"
     Options = SimulateEnsembleOptions
 
-    def handler(self, o) -> int:
+    def handler(self, o, backend=None) -> int:
         import numpy as np
 
         from lensfree.engine.simulate import EnsembleParams
@@ -57,7 +57,7 @@ class SimulateEnsemble(Command):
                 seed=o.execution.seed)
         except (ValueError, TypeError) as exc:
             raise LensfreeError(f"simulate ensemble: {exc}") from None
-        with open_backend(o.execution) as backend:
+        with open_backend(o.execution, backend) as backend:
             t0 = time.perf_counter()
             attrs = simulate_ensemble(backend, params, o.out, chunk_frames=o.chunk)
             if backend.is_root:
@@ -175,6 +175,16 @@ class IngestOptions:
     center: tuple[float, float] | None = param(None, "zero frequency in file pixels", nargs=2,
                                                metavar=("Y", "X"),
                                                default_help="found from centrosymmetry")
+    ptycho: bool = param(False, "a ptychography scan: a Tike-style .npz[.bz2] (data, scan "
+                         "in object pixels, probe) or a CXI/HDF5 file with translations",
+                         action="store_true")
+    propagation: str | None = param(None, "ptychography: sample to detector",
+                                    choices=("far-field", "near-field"),
+                                    default_help="near-field with --focus-distance, else "
+                                    "far-field")
+    focus_distance: float | None = param(None, "near field: focus to sample in metres (a "
+                                         "diverging beam; the geometry is Fresnel-scaled)",
+                                         check=optional(positive), default_help="plane wave")
 
 
 class Ingest(Command):
@@ -200,14 +210,57 @@ class Ingest(Command):
         given = [flag for flag, v in (
             ("--key", o.key), ("--valid-key", o.valid_key), ("--support-key", o.support_key),
             ("--center", o.center), ("--zeros-measured", o.zeros_measured),
-            ("--amplitude", o.amplitude), ("--fft-shifted", o.fft_shifted))
+            ("--amplitude", o.amplitude))
             if v not in (None, False)]
         if given:
             raise LensfreeError(f"{', '.join(given)}: only with --pattern")
+        if o.ptycho or o.fft_shifted or o.propagation or o.focus_distance is not None:
+            return self._ptycho(o, geometry)
         info = ingest(o.input, o.out, dataset=o.dataset, mask_dataset=o.mask_dataset,
                       geometry=geometry, chunk_frames=o.chunk, progress=not o.quiet)
         report([f"{o.out}: {info['n_frames']} frames of {info['frame_shape']} {info['dtype']} "
                 f"from {o.input}"])
+        return 0
+
+    def _ptycho(self, o, geometry) -> int:
+        """A scan: a Tike-style .npz, or an HDF5/CXI file; then its propagation."""
+        from lensfree.io.ingest import ingest
+        from lensfree.io.scan import load_npz_scan, set_propagation
+
+        npz = o.input.lower().endswith((".npz", ".npz.bz2"))
+        if o.fft_shifted and not npz:
+            raise LensfreeError("--fft-shifted: only with --pattern or a .npz scan")
+        if not o.ptycho and npz:
+            raise LensfreeError(f"{o.input}: a .npz file: add --ptycho (a scan) or "
+                                "--pattern (one pattern)")
+        if npz:
+            info = load_npz_scan(o.input, o.out, fft_shifted=o.fft_shifted)
+            if geometry is not None:
+                import zarr
+
+                zarr.open_group(o.out, mode="r+").attrs.update(geometry.as_attrs())
+            lines = [f"{o.out}: {info['n_frames']} frames of {info['frame_shape']} from "
+                     f"{o.input}, positions in object pixels"
+                     + ("; initial probe" if info["has_probe"] else "")]
+        else:
+            info = ingest(o.input, o.out, dataset=o.dataset, mask_dataset=o.mask_dataset,
+                          geometry=geometry, chunk_frames=o.chunk, progress=not o.quiet)
+            if not info["has_positions"]:
+                raise LensfreeError(f"{o.input}: no scan positions (translations) found; "
+                                    "ptychography needs them")
+            lines = [f"{o.out}: {info['n_frames']} frames of {info['frame_shape']} "
+                     f"{info['dtype']} from {o.input}, with positions"]
+        propagation = o.propagation or ("near-field" if o.focus_distance else None)
+        if propagation:
+            new = set_propagation(o.out, propagation, o.focus_distance)
+            if "fresnel_scaling" in new:
+                lines.append(f"  near field, Fresnel-scaled: magnification "
+                             f"{new['fresnel_scaling']['magnification']:.4g}, effective "
+                             f"distance {new['distance_m']:.4g} m, sample pixel "
+                             f"{new['pixel_size_m']:.4g} m")
+            else:
+                lines.append(f"  {propagation}")
+        report(lines)
         return 0
 
 
@@ -225,9 +278,9 @@ class Demo(Command):
     help = "the whole pipeline on built-in simulated data"
     Options = DemoOptions
 
-    def handler(self, o) -> int:
+    def handler(self, o, backend=None) -> int:
         from lensfree.launch.demo import run_demo
 
-        with open_backend(o.execution) as backend:
+        with open_backend(o.execution, backend) as backend:
             run_demo(backend, o.out, o.frames, o.execution.seed)
         return 0

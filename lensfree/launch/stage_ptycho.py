@@ -13,7 +13,9 @@ Store layout (``RUN.zarr/ptycho/``, DESIGN.md): ``object`` (oy, ox) complex64, `
 (modes, h, w) complex64, ``positions`` (N, 2) refined and ``positions_initial`` (N, 2),
 both in the input's unit and frame, ``errors`` (iterations,) Fourier error per iteration
 (NaN until done). Attrs: ``object_origin`` (position-frame coordinate of object pixel
-(0, 0), px), ``positions_unit``, ``iterations_done`` (the checkpoint), then ``complete``.
+(0, 0), px), ``positions_unit``, ``propagation`` (``far-field`` or ``near-field``: the
+store's or ``--propagation``), ``object_pixel_m`` (metres per object pixel, None when the
+geometry is unknown), ``iterations_done`` (the checkpoint), then ``complete``.
 A rerun with the same parameters resumes from the last checkpoint.
 """
 
@@ -30,7 +32,7 @@ import numpy as np
 import zarr
 
 from lensfree.engine import ptycho as pt
-from lensfree.engine.params import at_least, check_fields, optional, param
+from lensfree.engine.params import at_least, check_fields, optional, param, positive
 from lensfree.errors import LensfreeError
 from lensfree.io import frames as frame_io
 from lensfree.io import runstore
@@ -49,6 +51,20 @@ TARGET_BLOCK_POSITIONS = 64
 
 
 @dataclass(frozen=True)
+class ScanGeometry:
+    """The propagation and its geometry, overriding the frame store's attrs."""
+
+    propagation: str | None = param(None, "sample to detector", choices=pt.PROPAGATIONS,
+                                    default_help="the store's, else far-field")
+    wavelength: float | None = param(None, "wavelength in metres", check=optional(positive),
+                                     default_help="the store's")
+    distance: float | None = param(None, "near field: effective sample-detector distance in "
+                                   "metres", check=optional(positive), default_help="the store's")
+    pixel_size: float | None = param(None, "near field: sample-plane pixel in metres",
+                                     check=optional(positive), default_help="the store's")
+
+
+@dataclass(frozen=True)
 class PtychoStageParams:
     """Stage 4 parameters: the engine's (`ptycho.PtychoParams`) and how the run is cut.
 
@@ -59,6 +75,8 @@ class PtychoStageParams:
     """
 
     engine: pt.PtychoParams = param(default_factory=pt.PtychoParams)
+    geometry: ScanGeometry = param(default_factory=ScanGeometry,
+                                   group="propagation (overrides the store's)")
     blocks: int | None = param(None, "position blocks of the parallel engine",
                                check=optional(at_least(1)), default_help="N / 64")
     checkpoint_every: int = param(10, "iterations between checkpoints", check=at_least(1))
@@ -88,7 +106,7 @@ _amplitude_cache: OrderedDict = OrderedDict()
 _amplitude_lock = threading.Lock()
 
 
-def _block_amplitudes(path: str, mask: np.ndarray, index: np.ndarray):
+def _block_amplitudes(path: str, mask: np.ndarray, index: np.ndarray, centred: bool = True):
     """``(amplitude, valid or None)`` of a block's frames, read once per process and kept
     for the next iterations (LRU, `AMPLITUDE_CACHE_BYTES`). The key holds the frames'
     metadata time, so a store rewritten at the same path is read again."""
@@ -96,7 +114,7 @@ def _block_amplitudes(path: str, mask: np.ndarray, index: np.ndarray):
         stamp = os.stat(os.path.join(path, "frames", "zarr.json")).st_mtime_ns
     except OSError:
         stamp = 0
-    key = (os.path.abspath(path), stamp, index.tobytes())
+    key = (os.path.abspath(path), stamp, centred, index.tobytes())
     with _amplitude_lock:
         hit = _amplitude_cache.get(key)
         if hit is not None:
@@ -104,7 +122,7 @@ def _block_amplitudes(path: str, mask: np.ndarray, index: np.ndarray):
             return hit
     frames = zarr.open_array(os.path.join(path, "frames"), mode="r")
     block = frames.get_orthogonal_selection((index, slice(None), slice(None)))
-    amp, valid = pt.prepare_amplitudes(block, mask)
+    amp, valid = pt.prepare_amplitudes(block, mask, centred=centred)
     hit = (amp, None if valid.all() else valid)
     with _amplitude_lock:
         _amplitude_cache[key] = hit
@@ -127,6 +145,7 @@ class _Shared:
     crops: np.ndarray
     fractions: np.ndarray
     refine: bool
+    propagator: pt.Propagator
 
 
 def ptycho_blocks(task: tuple[int, int], shared: _Shared) -> list[pt.BlockResult]:
@@ -136,10 +155,11 @@ def ptycho_blocks(task: tuple[int, int], shared: _Shared) -> list[pt.BlockResult
     out = []
     for b in shared.groups[g]:
         index = shared.blocks[b]
-        amp, valid = _block_amplitudes(shared.path, shared.mask, index)
+        amp, valid = _block_amplitudes(shared.path, shared.mask, index,
+                                       shared.propagator.centred_frames)
         out.append(pt.block_update(shared.obj, shared.probe, shared.crops[index],
                                    shared.fractions[index], amp, valid,
-                                   refine=shared.refine))
+                                   refine=shared.refine, propagator=shared.propagator))
     return out
 
 
@@ -173,7 +193,9 @@ class PtychoStage(Stage):
         return opts.out
 
     def open(self, opts) -> PtychoInput:
-        scan = read_scan(opts.frames)
+        g = opts.params.geometry
+        scan = read_scan(opts.frames, propagation=g.propagation, wavelength=g.wavelength,
+                         distance=g.distance, pixel_size=g.pixel_size)
         n, frame = scan.store.n_frames, scan.store.frame_shape
         origin, shape = pt.object_frame(scan.positions_px, frame, opts.params.margin)
         n_blocks = opts.params.blocks or max(1, int(np.ceil(n / TARGET_BLOCK_POSITIONS)))
@@ -196,8 +218,10 @@ class PtychoStage(Stage):
         group.create_array("errors", shape=(n,), chunks=(n,), dtype=np.float64,
                            fill_value=np.nan)
         runstore.write_array(group, "positions_initial", inp.scan.positions)  # as stored
+        prop = inp.scan.propagator
         group.attrs.update({"object_origin": [float(o) for o in inp.origin],
-                            "positions_unit": inp.scan.unit, "iterations_done": 0})
+                            "positions_unit": inp.scan.unit, "iterations_done": 0,
+                            "propagation": prop.kind, "object_pixel_m": _object_pixel(inp.scan)})
 
     def _start(self, ctx: Context, opts, inp: PtychoInput):
         """(first iteration, object, probe, positions in px, errors) on the root."""
@@ -208,8 +232,10 @@ class PtychoStage(Stage):
             return (done, np.asarray(group["object"][...]), np.asarray(group["probe"][...]),
                     scan.to_px(group["positions"][...]), np.asarray(group["errors"][...]))
         n = scan.store.n_frames
-        amp, _ = pt.prepare_amplitudes(frame_io.read_frames(opts.frames, 0, min(n, 256)))
-        probe = pt.initial_probe(scan.probe, amp, p.probe_modes)
+        prop = scan.propagator
+        amp, _ = pt.prepare_amplitudes(frame_io.read_frames(opts.frames, 0, min(n, 256)),
+                                       centred=prop.centred_frames)
+        probe = pt.initial_probe(scan.probe, amp, p.probe_modes, prop)
         return (0, np.ones(inp.shape, np.complex64), probe, scan.positions_px.copy(),
                 np.full(p.iterations, np.nan))
 
@@ -234,7 +260,7 @@ class PtychoStage(Stage):
             crops, fractions = pt.corners(positions, inp.origin, inp.shape, (h, w))
             if p.engine == "parallel":
                 shared = _Shared(opts.frames, scan.store.mask, blocks, groups, obj, probe,
-                                 crops, fractions, refine)
+                                 crops, fractions, refine, scan.propagator)
                 tasks = [(it, g) for g in range(len(groups))]
                 parts = ctx.map(ptycho_blocks, tasks, shared,
                                 names=[f"ptycho-it{it:04d}-part{g}" for g in range(len(groups))],
@@ -250,13 +276,14 @@ class PtychoStage(Stage):
                         for index, r in zip(blocks, results):
                             steps[index] = r.steps
             elif ctx.is_root:
-                amp, valid = _block_amplitudes(opts.frames, scan.store.mask, np.arange(n))
+                amp, valid = _block_amplitudes(opts.frames, scan.store.mask, np.arange(n),
+                                               scan.propagator.centred_frames)
                 valid = np.ones(amp.shape, bool) if valid is None else valid
                 order = np.random.default_rng([p.seed, it]).permutation(n)
                 obj, probe, e, steps = pt.pie_iteration(
                     obj, probe, crops, fractions, amp, valid, order, engine=p.engine,
                     alpha=p.object_step, beta=p.beta, update_probe=it >= p.probe_start,
-                    refine=refine)
+                    refine=refine, propagator=scan.propagator)
                 err = float(e.sum())
             if ctx.is_root:
                 errors[it] = err / total
@@ -302,6 +329,17 @@ def run_ptycho(backend: Backend, frames_path: str, out: str,
                params: PtychoStageParams = PtychoStageParams()) -> dict:
     """Run (or resume) stage 4 on ``backend``; every process returns the ``ptycho`` attrs."""
     return run_stage(STAGE, backend, PtychoOptions(frames=frames_path, out=out, params=params))
+
+
+def _object_pixel(scan: ScanInput) -> float | None:
+    """Metres per object pixel, when the geometry says (the near field's sample pixel, the
+    far field's ``lambda z / (n p)``)."""
+    if scan.pixel_m is not None:
+        return float(scan.pixel_m)
+    if scan.propagator.kind == "near-field":
+        return float(scan.propagator.pixel_size_m)
+    pixel = scan.store.geometry.real_space_pixel(scan.store.frame_shape[0])
+    return None if pixel is None else float(pixel)
 
 
 def _total_power(frames, mask) -> float:

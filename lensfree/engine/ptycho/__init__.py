@@ -1,4 +1,4 @@
-"""Far-field ptychography: exit waves, object/probe updates and position refinement.
+"""Ptychography, far and near field: exit waves, object/probe updates, position refinement.
 
 Conventions: a position ``(y, x)`` is where the probe array's pixel ``(0, 0)`` falls on the
 object, in object pixels of the position frame; the object array starts at ``origin`` of
@@ -7,11 +7,14 @@ that frame (see :func:`object_frame`), so position ``j`` crops
 themselves are refined continuously). Amplitudes handed to the engine are unshifted
 (zero frequency at ``[0, 0]``), see :func:`prepare_amplitudes`.
 
-Model (SCIENCE.md section 5): ``psi_jm = P_m O_j``, ``I_j = sum_m |F psi_jm|^2``; the
-Fourier projection ``psi'_jm = F^-1[A_j F psi_jm / sqrt(I_j)]`` on measured pixels.
+Model (SCIENCE.md section 5): ``psi_jm = P_m O_j``, ``I_j = sum_m |D psi_jm|^2``; the
+Fourier projection ``psi'_jm = D^-1[A_j D psi_jm / sqrt(I_j)]`` on measured pixels, with
+``D`` the far-field FFT or the near-field angular spectrum (``propagate``).
 
 Modules, along the seams of the method:
 
+- ``propagate``: sample plane to detector, far-field FFT or angular spectrum
+  (:class:`Propagator`), and the Fresnel-scaling geometry.
 - ``geometry``: the object frame, crops and sub-pixel rests, illumination.
 - ``probe``: the starting probe, orthogonal modes, the probe spectrum.
 - ``kernel``: one position (exit waves, Fourier projection, Fourier error, position
@@ -41,9 +44,11 @@ from lensfree.engine.ptycho.params import ENGINES, PtychoParams
 from lensfree.engine.ptycho.pie import pie_iteration
 from lensfree.engine.ptycho.positions import refine_positions
 from lensfree.engine.ptycho.probe import initial_probe, orthogonalise_modes
+from lensfree.engine.ptycho.propagate import PROPAGATIONS, Propagator, fresnel_scaling
 from lensfree.engine.ptycho.score import Score, object_error, position_error, score
 
-__all__ = ["BlockResult", "ENGINES", "PositionKernel", "PtychoParams", "Score",
+__all__ = ["BlockResult", "ENGINES", "PROPAGATIONS", "PositionKernel", "Propagator",
+           "PtychoParams", "Score", "fresnel_scaling",
            "apply_update", "block_update", "corners", "illumination", "in_frame",
            "initial_probe", "object_error", "object_frame", "orthogonalise_modes",
            "pie_iteration", "position_error", "prepare_amplitudes", "refine_positions",

@@ -13,22 +13,28 @@ from __future__ import annotations
 import numpy as np
 
 from lensfree.engine import fft as fftlib
+from lensfree.engine.ptycho.propagate import Propagator
 
 #: added to |F psi| before dividing by it: a zero spectrum pixel stays zero (not 0/0)
 _TINY = np.float32(1e-30)
 
 
-def prepare_amplitudes(frames: np.ndarray, mask: np.ndarray | None = None):
+def prepare_amplitudes(frames: np.ndarray, mask: np.ndarray | None = None, *,
+                       centred: bool = True):
     """``(amplitude, valid)`` for the engine: sqrt of counts, zero frequency moved to [0, 0].
 
-    ``frames`` (N, h, w) centred as stored; NaN, inf and negative pixels, and pixels the
-    mask marks unmeasured, become invalid (left free in the Fourier projection).
+    ``frames`` (N, h, w) as stored: far-field frames ``centred`` (moved), near-field ones
+    (``centred=False``, :attr:`Propagator.centred_frames`) are images and stay. NaN, inf and
+    negative pixels, and pixels the mask marks unmeasured, become invalid (left free in the
+    Fourier projection).
     """
     frames = np.asarray(frames, dtype=np.float32)
     valid = np.isfinite(frames) & (frames >= 0)
     if mask is not None:
         valid &= np.asarray(mask, bool)[None]
     amp = np.sqrt(np.where(valid, frames, 0), dtype=np.float32)
+    if not centred:
+        return amp, valid
     axes = (-2, -1)
     return np.fft.ifftshift(amp, axes=axes), np.fft.ifftshift(valid, axes=axes)
 
@@ -47,6 +53,7 @@ class PositionKernel:
     ----------
     shape : (M, h, w) of the probe modes.
     dtype : complex dtype of probe and object.
+    propagator : sample plane to detector (:class:`Propagator`; None: the far field).
 
     Per position: :meth:`shift_probe` when it has a sub-pixel rest, then :meth:`project`,
     after which :attr:`psi_new` holds ``psi'`` and :attr:`dpsi` holds ``psi' - psi``, then
@@ -54,10 +61,11 @@ class PositionKernel:
     are the kernel's buffers: valid until the next call.
     """
 
-    def __init__(self, shape, dtype=np.complex64):
+    def __init__(self, shape, dtype=np.complex64, propagator: Propagator | None = None):
         m, h, w = shape
         self.size = h * w
         self.fft = fftlib.get_fft2((h, w), dtype)
+        self.prop = (propagator or Propagator()).bind((h, w), dtype)
         buffer = fftlib.empty_aligned
         self.shifted, self.shifted_conj, self.dpsi, self.psi_new = (
             buffer((m, h, w), dtype) for _ in range(4))
@@ -79,7 +87,8 @@ class PositionKernel:
 
     def project(self, probe: np.ndarray, patch: np.ndarray, amp: np.ndarray,
                 amp_scaled: np.ndarray, invalid: np.ndarray | None) -> np.float32:
-        """Fourier error of ``psi = probe * patch``; ``psi'`` to :attr:`psi_new` and
+        """Fourier error of ``psi = probe * patch`` (``|D psi|`` against ``amp``, ``D`` the
+        propagator); ``psi'`` to :attr:`psi_new` and
         ``psi' - psi`` to :attr:`dpsi`.
 
         Parameters
@@ -93,7 +102,7 @@ class PositionKernel:
         m = len(probe)
         for k in range(m):
             np.multiply(probe[k], patch, out=psi[k])
-            self.fft.forward(psi[k], out=spec[k])
+            self.prop.forward(psi[k], spec[k])
         # model amplitude |F psi| (summed incoherently over modes)
         if m == 1:
             np.abs(spec[0], out=model)
@@ -115,7 +124,7 @@ class PositionKernel:
             np.copyto(factor, np.float32(1 / self.size), where=invalid)
         for k in range(m):
             np.multiply(spec[k], factor, out=spec[k])
-            self.fft.inverse(spec[k], out=spec[k], normalise=False)
+            self.prop.backward(spec[k], spec[k])
         np.subtract(spec, psi, out=psi)
         return error
 

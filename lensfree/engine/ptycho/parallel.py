@@ -33,7 +33,7 @@ class BlockResult:
 
 def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
                  fractions: np.ndarray, amp: np.ndarray, valid: np.ndarray | None, *,
-                 refine: bool = False) -> BlockResult:
+                 refine: bool = False, propagator=None) -> BlockResult:
     """Exit-wave updates of one block of positions against the shared object and probe.
 
     Parameters
@@ -43,6 +43,7 @@ def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
         a position with a rest shifts the probe by it (one more FFT per mode).
     amp, valid : (B, h, w) unshifted amplitudes and measured pixels (None: all measured).
     refine : also return the gradient-form position step of every position.
+    propagator : :class:`Propagator` to the detector (None: the far field).
 
     Position by position through the shared :class:`PositionKernel` (``psi = P_j O_j``
     with ``P_j`` the probe moved by the sub-pixel rest, ``psi' = F^-1[A F psi / |F psi|]``),
@@ -66,7 +67,7 @@ def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
     box_power = np.square(np.abs(box))
     grads = np.gradient(box) if refine else ()
     shifted = is_shifted(fractions)
-    kernel = PositionKernel(probe.shape, dtype)
+    kernel = PositionKernel(probe.shape, dtype, propagator)
     work = kernel.work
     if shifted.any():
         spectrum = probe_spectrum(probe)

@@ -13,7 +13,8 @@ from lensfree.engine.ptycho.probe import probe_spectrum
 def pie_iteration(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
                   fractions: np.ndarray, amp: np.ndarray, valid: np.ndarray | None,
                   order: np.ndarray, *, engine: str = "epie", alpha: float = 1.0,
-                  beta: float = 1.0, update_probe: bool = True, refine: bool = False):
+                  beta: float = 1.0, update_probe: bool = True, refine: bool = False,
+                  propagator=None):
     """One serial ePIE/rPIE sweep over positions in ``order``.
 
     ePIE: ``O += alpha conj(P) dpsi / max|P|^2``; rPIE: denominator
@@ -27,6 +28,7 @@ def pie_iteration(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
     crops, fractions : (N, 2) whole-pixel crops and sub-pixel rests (:func:`corners`).
     amp, valid : (N, h, w) unshifted amplitudes and measured pixels (None: all measured).
     order : the positions' order in this sweep.
+    propagator : :class:`Propagator` to the detector (None: the far field).
 
     Returns
     -------
@@ -36,7 +38,7 @@ def pie_iteration(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
     """
     obj, probe = obj.copy(), probe.copy()
     m, h, w = probe.shape
-    kernel = PositionKernel(probe.shape, probe.dtype)
+    kernel = PositionKernel(probe.shape, probe.dtype, propagator)
     fft = kernel.fft
     shifted = is_shifted(fractions)
     ry, rx = ramp_factors(fractions, (h, w))

@@ -8,15 +8,19 @@ from lensfree.engine import fft as fftlib
 from lensfree.engine.simulate_ptycho import orthogonal_modes
 
 
-def initial_probe(probe: np.ndarray | None, amplitude: np.ndarray, n_modes: int) -> np.ndarray:
-    """(n_modes, h, w) complex64 start: ``probe`` (or ``F^-1`` of the mean amplitude),
-    extra modes made as in `orthogonal_modes` at 5% power, scaled so that the model's total
-    counts match the data's mean (with a unit object)."""
+def initial_probe(probe: np.ndarray | None, amplitude: np.ndarray, n_modes: int,
+                  propagator=None) -> np.ndarray:
+    """(n_modes, h, w) complex64 start: ``probe`` (or the mean amplitude propagated back:
+    ``F^-1`` of it centred in the far field, ``D^-1`` of it in the near field), extra modes
+    made as in `orthogonal_modes` at 5% power, scaled so that the model's total counts match
+    the data's mean (with a unit object). ``amplitude`` as the engine takes it."""
     h, w = amplitude.shape[-2:]
     mean_counts = float(np.mean(np.sum(amplitude.astype(np.float64) ** 2, axis=(-2, -1))))
+    far = propagator is None or propagator.kind == "far-field"
     if probe is None:
         mean_amp = np.mean(amplitude, axis=0)
-        probe = np.fft.fftshift(np.fft.ifft2(mean_amp))[None]
+        probe = (np.fft.fftshift(np.fft.ifft2(mean_amp)) if far
+                 else propagator.to_sample(mean_amp))[None]
     probe = np.asarray(probe, np.complex128).reshape(-1, h, w)
     modes = probe[:n_modes]
     if len(modes) < n_modes:
@@ -25,7 +29,8 @@ def initial_probe(probe: np.ndarray | None, amplitude: np.ndarray, n_modes: int)
         scale = np.linalg.norm(modes[0])
         modes = np.concatenate([modes, extra * scale / np.linalg.norm(extra[:1])
                                 * np.sqrt(0.05)])
-    power = np.sum(np.abs(modes) ** 2) * h * w  # Parseval: sum |F psi|^2 = hw sum |psi|^2
+    # Parseval: sum |F psi|^2 = hw sum |psi|^2; the angular spectrum keeps the power
+    power = np.sum(np.abs(modes) ** 2) * (h * w if far else 1)
     return (modes * np.sqrt(mean_counts / power)).astype(np.complex64)
 
 
