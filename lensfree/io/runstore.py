@@ -1,4 +1,10 @@
-"""The run store: one Zarr group per stage, marked complete as its very last write."""
+"""The run store: one Zarr group per stage, marked complete as its very last write.
+
+Provenance: a stage's group records in its attr ``read`` the ``run_id`` of every group it
+read. A group whose recorded inputs have since been rewritten (or are unfinished, or stale
+themselves) is *stale* (`state`): it is never presented as complete, and a rerun recomputes
+it. One process writes a store at a time (`lock`).
+"""
 
 from __future__ import annotations
 
@@ -25,11 +31,13 @@ def open_run(path: str, mode: str = "a") -> zarr.Group:
         raise LensfreeError(f"{path}: not a Zarr v3 store ({exc.__class__.__name__})") from None
 
 
-def begin_stage(run: zarr.Group, name: str, params: dict, inputs: dict) -> zarr.Group:
+def begin_stage(run: zarr.Group, name: str, params: dict, inputs: dict, *,
+                read: dict | None = None, command: str | None = None) -> zarr.Group:
     """Start a stage's group afresh: it stays ``complete: false`` until `finish_stage`.
 
-    The attrs record the lensfree version, the full parameters and the input read, so the
-    result can be reproduced from the store alone.
+    The attrs record the lensfree version, the full parameters, the input read, the
+    ``run_id`` of every group read (``read``, see `state`) and the command that wrote it, so
+    the result can be reproduced from the store alone.
     """
     if name in run:
         del run[name]
@@ -41,6 +49,8 @@ def begin_stage(run: zarr.Group, name: str, params: dict, inputs: dict) -> zarr.
         "started": _now(),
         "parameters": params,
         "input": inputs,
+        "read": read or {},
+        "command": command,
     }))
 
 
@@ -51,16 +61,44 @@ def finish_stage(group: zarr.Group, **attrs) -> None:
 
 
 def is_complete(run: zarr.Group, name: str) -> bool:
-    return name in run and bool(run[name].attrs.get("complete", False))
+    """True when group ``name`` is complete and not stale."""
+    return state(run, name) == "complete"
+
+
+def state(run: zarr.Group, name: str) -> str:
+    """``"absent"``, ``"unfinished"``, ``"stale"`` (a group it read was rewritten since, or
+    is not complete itself) or ``"complete"``."""
+    if name not in run:
+        return "absent"
+    attrs = run[name].attrs
+    if not attrs.get("complete", False):
+        return "unfinished"
+    for upstream, run_id in (attrs.get("read") or {}).items():
+        if state(run, upstream) != "complete" or run[upstream].attrs.get("run_id") != run_id:
+            return "stale"
+    return "complete"
+
+
+def read_record(run: zarr.Group, names) -> dict:
+    """``{group: run_id}`` of the groups a stage reads, for its ``read`` attr."""
+    return {name: run[name].attrs.get("run_id") for name in names if name in run}
 
 
 def require_complete(path: str, name: str) -> zarr.Group:
-    """The group of a finished stage, or a one-line error saying what to run first."""
+    """The group of a finished, current stage, or a one-line error saying what to run."""
     run = open_run(path, mode="r")
-    if name not in run:
+    found = state(run, name)
+    command = run[name].attrs.get("command") if name in run else None
+    again = f" (lensfree {command.replace('.', ' ')})" if command else ""
+    if found == "absent":
         raise LensfreeError(f"{path}: has no '{name}' group; run that stage first")
-    if not is_complete(run, name):
-        raise LensfreeError(f"{path}: stage '{name}' never completed; rerun it")
+    if found == "unfinished":
+        raise LensfreeError(f"{path}: stage '{name}' never completed; rerun it{again}")
+    if found == "stale":
+        changed = [g for g, rid in run[name].attrs["read"].items()
+                   if state(run, g) != "complete" or run[g].attrs.get("run_id") != rid]
+        raise LensfreeError(f"{path}: stage '{name}' is stale: {', '.join(changed)} changed "
+                            f"since it was computed; rerun it{again}")
     return run[name]
 
 

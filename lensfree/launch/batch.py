@@ -74,20 +74,29 @@ def read_manifest(path: str, default_config: str | None = None) -> list[Dataset]
 
 
 def is_done(dataset: Dataset, doc: dict) -> bool:
-    """True when the output holds every configured stage's group, complete."""
-    from lensfree.launch.registry import STAGES
+    """True when the output holds every configured stage's group, complete and current,
+    made by this very configuration (the same options and inputs, execution aside)."""
+    from lensfree.io import runstore
+    from lensfree.launch.registry import COMMANDS, STAGES
 
-    stages = [STAGES[name].group for name, _, _ in config_mod.tables(doc, STAGES)
-              if name in STAGES]
-    if not stages or not os.path.isdir(dataset.output):
+    if not os.path.isdir(dataset.output):
         return False
-    import zarr
-
     try:
-        run = zarr.open_group(dataset.output, mode="r")
-    except Exception:
-        return False
-    return all(g in run and run[g].attrs.get("complete") is True for g in stages)
+        planned = config_mod.plan(dataset.config, doc, COMMANDS, {})
+        run = runstore.open_run(dataset.output, mode="r")
+    except LensfreeError:
+        return False  # the run itself will say what is wrong
+    groups = [STAGES[c.name].group for c, _, _ in planned if c.name in STAGES]
+    stored = (run.attrs.get("config") or {}).get("stages", {})
+    same = all(_without_execution(stored.get(c.name)) == _without_execution(runstore.jsonable(v))
+               for c, _, v in planned)
+    return bool(groups) and same and all(runstore.state(run, g) == "complete" for g in groups)
+
+
+def _without_execution(values: dict | None) -> dict | None:
+    if values is None:
+        return None
+    return {k: v for k, v in values.items() if k not in config_mod.EXECUTION}
 
 
 def run_dataset(dataset: Dataset, overrides: list[str]) -> tuple[str, str]:

@@ -11,8 +11,10 @@ import argparse
 import logging
 import os
 import sys
+from contextlib import ExitStack
 
 from lensfree.errors import LensfreeError
+from lensfree.io import sidecar
 from lensfree.launch import backends, options
 from lensfree.launch.console import ServedCluster, report
 from lensfree.launch.stage import Execution
@@ -100,11 +102,21 @@ def _cmd_run(args) -> int:
         if path:
             runstore.open_run(path).attrs["config"] = runstore.jsonable(
                 {"file": os.path.abspath(args.config), "stages": resolved})
-    for command, opts, _ in planned:
-        report([f"== {command.name} =="])
-        code = command.handler(opts)
-        if code:
-            return code
+    shared = {opts.execution for _, opts, _ in planned if hasattr(opts, "execution")}
+    with ExitStack() as stack:
+        backend = None
+        if len(shared) == 1:  # one cluster for every stage, not one each
+            from lensfree.launch.console import open_backend
+
+            backend = stack.enter_context(open_backend(shared.pop()))
+        for command, opts, _ in planned:
+            takes_backend = hasattr(opts, "execution")
+            if backends.rank_of(opts.execution.backend if takes_backend else None) == 0:
+                report([f"== {command.name} =="])
+            code = (command.handler(opts, backend) if takes_backend and backend is not None
+                    else command.handler(opts))
+            if code:
+                return code
     return 0
 
 
@@ -127,28 +139,6 @@ def _cmd_batch(args) -> int:
     return 1 if counts["failed"] else 0
 
 
-class StoreLog(logging.Handler):
-    """Appends log records to ``RUN.zarr/lensfree.log`` once the run store exists.
-
-    Records from before the store is created wait in memory, so a command that fails on
-    bad input never creates a store just to log into it.
-    """
-
-    def __init__(self, run_path: str):
-        super().__init__(logging.INFO)
-        self.path = os.path.join(run_path, "lensfree.log")
-        self.pending: list[str] = []
-        self.setFormatter(logging.Formatter(
-            "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
-
-    def emit(self, record):
-        self.pending.append(self.format(record))
-        if os.path.isdir(os.path.dirname(self.path)):
-            with open(self.path, "a") as f:
-                f.write("\n".join(self.pending) + "\n")
-            self.pending.clear()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="lensfree: %(levelname)s: %(message)s")
@@ -159,35 +149,45 @@ def main(argv: list[str] | None = None) -> int:
     command = getattr(args, "command", None)
     backend_name = getattr(args, "backend", None)
     store_log = None
-    try:
-        if command is None:
-            return args.handler(args)
-        opts = _options(command, args)
-        run_path = command.run_path(opts)
-        if run_path and backends.rank_of(backend_name) == 0:
-            store_log = StoreLog(run_path)
-            log.addHandler(store_log)
-            log.setLevel(logging.INFO)
+    with ExitStack() as stack:
+        try:
+            _refuse_mpirun_without_mpi(backend_name)
+            if command is None:
+                return args.handler(args)
+            opts = _options(command, args)
+            run_path = command.run_path(opts)
+            if run_path and backends.rank_of(backend_name) == 0:
+                store_log = stack.enter_context(sidecar.store_log(run_path))
             log.info("lensfree %s", " ".join(sys.argv[1:] if argv is None else argv))
-        code = command.handler(opts)
-        log.info("finished with exit code %d", code)
-        return code
-    except ServedCluster:
-        return 0  # a scheduler's or worker's rank of a Dask cluster inside mpirun
-    except (LensfreeError, FileNotFoundError) as exc:
-        code, message = 2, str(exc)
-    except Exception as exc:  # an unexpected failure: say it plainly, keep the traceback
-        if os.environ.get("LENSFREE_DEBUG"):
-            raise
-        code = 1
-        message = f"{exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)"
-    finally:
-        log.removeHandler(store_log)
-    if store_log is not None:
-        store_log.emit(logging.makeLogRecord(
-            {"msg": message, "levelname": "ERROR", "levelno": logging.ERROR, "name": "lensfree"}))
+            code = command.handler(opts)
+            log.info("finished with exit code %d", code)
+            return code
+        except ServedCluster:
+            return 0  # a scheduler's or worker's rank of a Dask cluster inside mpirun
+        except KeyboardInterrupt:
+            code, message = 130, "interrupted; rerun the same command to resume"
+        except (LensfreeError, FileNotFoundError) as exc:
+            code, message = 2, str(exc)
+        except Exception as exc:  # an unexpected failure: say it plainly, keep the traceback
+            if os.environ.get("LENSFREE_DEBUG"):
+                raise
+            code = 1
+            message = f"{exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)"
+        if store_log is not None:  # into the store's log; the terminal gets the line below
+            store_log.emit(logging.makeLogRecord({"msg": message, "levelname": "ERROR",
+                                                  "levelno": logging.ERROR,
+                                                  "name": "lensfree"}))
     rank = backends.rank_of(backend_name)
     prefix = f"lensfree: error (rank {rank}): " if rank else "lensfree: error: "
     print(prefix + message, file=sys.stderr, flush=True)
     backends.abort_job(backend_name, code)  # one failing MPI rank must not leave others hanging
     return code
+
+
+def _refuse_mpirun_without_mpi(backend_name: str | None) -> None:
+    """Under mpirun, a command without ``--backend mpi`` (or dask) would run N colliding
+    copies of itself."""
+    size = backends.mpi_world_size()
+    if size > 1 and backend_name == "local":
+        raise LensfreeError(f"started under mpirun/mpiexec with {size} ranks but with "
+                            "--backend local: add --backend mpi (or --backend dask)")

@@ -38,7 +38,7 @@ class SimulateEnsemble(Command):
     help = "frames of many identical core-shell spheres"
     Options = SimulateEnsembleOptions
 
-    def handler(self, o) -> int:
+    def handler(self, o, backend=None) -> int:
         import numpy as np
 
         from lensfree.engine.simulate import EnsembleParams
@@ -57,7 +57,7 @@ class SimulateEnsemble(Command):
                 seed=o.execution.seed)
         except (ValueError, TypeError) as exc:
             raise LensfreeError(f"simulate ensemble: {exc}") from None
-        with open_backend(o.execution) as backend:
+        with open_backend(o.execution, backend) as backend:
             t0 = time.perf_counter()
             attrs = simulate_ensemble(backend, params, o.out, chunk_frames=o.chunk)
             if backend.is_root:
@@ -278,9 +278,9 @@ class Demo(Command):
     help = "the whole pipeline on built-in simulated data"
     Options = DemoOptions
 
-    def handler(self, o) -> int:
+    def handler(self, o, backend=None) -> int:
         from lensfree.launch.demo import run_demo
 
-        with open_backend(o.execution) as backend:
+        with open_backend(o.execution, backend) as backend:
             run_demo(backend, o.out, o.frames, o.execution.seed)
         return 0

@@ -19,8 +19,12 @@ class ServedCluster(Exception):  # noqa: N818 (not an error: a rank's part is do
 
 
 @contextmanager
-def open_backend(execution):
-    """The back end ``execution`` asks for, announced on the root, closed afterwards."""
+def open_backend(execution, backend=None):
+    """The back end ``execution`` asks for, announced on the root, closed afterwards;
+    ``backend``: one already open, used as it is (and left open)."""
+    if backend is not None:
+        yield backend
+        return
     if execution.backend == "dask" and not os.environ.get("LENSFREE_DEBUG"):
         import distributed  # noqa: F401  (its import sets its loggers to INFO)
 

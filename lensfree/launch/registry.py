@@ -35,7 +35,7 @@ class Report(Command):
     help = "PNG figures and a Markdown summary of a run store"
     Options = ReportOptions
 
-    def handler(self, o) -> int:
+    def handler(self, o, backend=None) -> int:
         from lensfree.io.report import write_report
 
         out = o.out or os.path.splitext(os.path.normpath(o.run))[0] + "-report"
@@ -44,7 +44,40 @@ class Report(Command):
         return 0
 
 
+@dataclass(frozen=True)
+class StatusOptions:
+    """``lensfree status RUN.zarr``."""
+
+    run: str = param(None, "run store (RUN.zarr)", positional=True)
+
+
+class Status(Command):
+    """Every group of a run store: complete, stale (an input changed since) or unfinished."""
+
+    name = "status"
+    help = "each stage of a run store: complete, stale or unfinished"
+    Options = StatusOptions
+
+    def run_path(self, opts):
+        return None  # reads only
+
+    def handler(self, o, backend=None) -> int:
+        from lensfree.io import runstore
+
+        run = runstore.open_run(o.run, mode="r")
+        order = [s.group for s in STAGES.values()]
+        lines = [f"{o.run}:"]
+        for name in sorted(run.group_keys(), key=lambda g: (order.index(g) if g in order
+                                                             else len(order), g)):
+            a = run[name].attrs
+            command = a.get("command") or ""
+            lines.append(f"  {name + '/':10s} {runstore.state(run, name):10s} "
+                         f"{(command or '').replace('.', ' '):15s} {a.get('finished') or '-'}")
+        report(lines)
+        return 0
+
+
 #: every command that takes options (and may be a table of a run config)
 COMMANDS = {c.name: c for c in (commands.Demo(), commands.SimulateEnsemble(),
                                 commands.SimulateObject(), commands.SimulatePtycho(),
-                                commands.Ingest(), *STAGES.values(), Report())}
+                                commands.Ingest(), *STAGES.values(), Report(), Status())}

@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
-from lensfree.engine.params import at_least, optional, param, positive
+from lensfree.engine.params import at_least, check_fields, optional, param, positive
 from lensfree.errors import LensfreeError
-from lensfree.io import runstore
+from lensfree.io import runstore, sidecar
 from lensfree.launch.backends import BACKENDS, Backend
 from lensfree.launch.timing import Clock
 
@@ -49,6 +49,12 @@ class Execution:
     dashboard_address: str = param(":8787", "dask: where the LocalCluster dashboard listens")
     seed: int = param(0, "run seed")
     quiet: bool = param(False, "no progress bars", action="store_true")
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.scheduler and self.backend != "dask":
+            raise ValueError(f"--scheduler {self.scheduler} needs --backend dask "
+                             f"(not {self.backend})")
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,8 @@ class Command:
         """The run store this command writes into (its log goes there), if any."""
         return getattr(opts, "run", None)
 
-    def handler(self, opts) -> int:
+    def handler(self, opts, backend=None) -> int:
+        """Run the command; ``backend``: one already open (a run config's stages share it)."""
         raise NotImplementedError
 
 
@@ -123,6 +130,8 @@ class Stage(Command):
 
     group: ClassVar[str]
     resumable: ClassVar[bool] = False
+    #: run-store groups it reads: recorded with their run_id, so a rewrite makes it stale
+    reads: ClassVar[tuple[str, ...]] = ()
 
     def open(self, opts):
         """Read and check the stage's input; runs on every process, before any write."""
@@ -171,39 +180,59 @@ class Stage(Command):
     def summary(self, attrs: dict, opts, seconds: float) -> list[str]:
         return [f"{self.run_path(opts)}: {self.group}/ written in {seconds:.1f} s"]
 
-    def handler(self, opts) -> int:
+    def handler(self, opts, backend=None) -> int:
         from lensfree.launch.console import open_backend, report
 
-        with open_backend(opts.execution) as backend:
+        with open_backend(opts.execution, backend) as backend:
             t0 = time.perf_counter()
             attrs = run_stage(self, backend, opts)
             if backend.is_root:
-                report(self.summary(attrs, opts, time.perf_counter() - t0))
+                lines = self.summary(attrs, opts, time.perf_counter() - t0)
+                if attrs.get("resumed_from"):
+                    lines.insert(1, f"  resumed the interrupted run of {attrs['resumed_from']}")
+                report(lines)
         return 0
 
 
 def run_stage(stage: Stage, backend: Backend, opts, *, inp=None) -> dict:
     """Run (or resume) ``stage`` with options ``opts`` on ``backend``; every process returns
     the group's attrs once the root has completed it. ``inp``: the input already opened by
-    a library caller (else `Stage.open` reads it)."""
+    a library caller (else `Stage.open` reads it, refusing unfinished or stale groups)."""
+    path = stage.run_path(opts)
+    if not backend.is_root:
+        return _run(stage, backend, opts, inp, path)
+    with sidecar.lock(path), sidecar.store_log(path):
+        try:
+            return _run(stage, backend, opts, inp, path)
+        except BaseException as exc:
+            # INFO: the log file gets it; the terminal gets the command line's one line
+            log.info("%s: %s/ stopped: %s", path, stage.group,
+                     "interrupted" if isinstance(exc, KeyboardInterrupt) else exc)
+            raise
+
+
+def _run(stage: Stage, backend: Backend, opts, inp, path: str) -> dict:
     t_start = time.perf_counter()
     inp = stage.open(opts) if inp is None else inp
-    path = stage.run_path(opts)
     record = runstore.jsonable(dataclasses.asdict(stage.params(opts)))
     inputs = runstore.jsonable(stage.inputs(opts, inp))
     decision = group = None
     if backend.is_root:
         run = runstore.open_run(path)
+        read = runstore.read_record(run, stage.reads)
         group = run[stage.group] if stage.group in run else None
         same = (stage.resumable and group is not None
-                and group.attrs.get("parameters") == record and group.attrs.get("input") == inputs)
+                and group.attrs.get("parameters") == record and group.attrs.get("input") == inputs
+                and (group.attrs.get("read") or {}) == read)
         if same and group.attrs.get("complete"):
             decision = ("complete", dict(group.attrs))
         elif same:
             decision = ("resume", group.attrs.get("run_id"))
-            log.info("%s: resuming %s/", path, stage.group)
+            log.info("%s: resuming the unfinished %s/ started %s", path, stage.group,
+                     group.attrs.get("started"))
         else:
-            group = runstore.begin_stage(run, stage.group, params=record, inputs=inputs)
+            group = runstore.begin_stage(run, stage.group, params=record, inputs=inputs,
+                                         read=read, command=stage.name)
             stage.begin(group, opts, inp)
             decision = ("new", group.attrs["run_id"])
             log.info("%s: %s/ started", path, stage.group)
@@ -215,6 +244,8 @@ def run_stage(stage: Stage, backend: Backend, opts, *, inp=None) -> dict:
     attrs = stage.execute(ctx, opts, inp)
     final = None
     if backend.is_root:
+        if ctx.resumed:
+            attrs = {**attrs, "resumed_from": f"{stage.group}/ started {group.attrs['started']}"}
         ctx.clock.merge({"wall": time.perf_counter() - t_start})
         runstore.finish_stage(group, **attrs, timing_s=ctx.clock.as_attrs())
         final = dict(group.attrs)

@@ -160,6 +160,7 @@ class FitStage(Stage):
     name = "fit.core-shell"
     help = "core-shell sphere over a grid of diameters"
     group = "fit"
+    reads = ("ensemble",)
     Options = FitOptions
 
     def open(self, opts):

@@ -156,6 +156,7 @@ class GatherStage(Stage):
     name = "gather"
     help = "stage 3: average the best members, PRTF, R-factor, SSIM"
     group = "gather"
+    reads = ("ensemble", "phasing")
     Options = GatherOptions
 
     def open(self, opts, model=None) -> GatherInput:

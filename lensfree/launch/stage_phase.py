@@ -205,6 +205,7 @@ class PhaseStage(Stage):
     def begin(self, group, opts, inp) -> None:
         p = opts.params
         m, g, n = p.population, p.generations, p.n_iterations
+    reads = ("ensemble",)
         h, w = inp[0].shape
         for name, dtype in (("population", np.complex64), ("population_support", bool)):
             group.create_array(name, shape=(2, m, h, w), chunks=(1, 1, h, w), dtype=dtype)

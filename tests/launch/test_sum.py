@@ -11,6 +11,7 @@ import pytest
 import zarr
 
 from lensfree.engine import ensemble
+from lensfree.io import sidecar
 from lensfree.launch.cli import main
 from tests.conftest import lensfree_exe, mpiexec
 
@@ -27,7 +28,7 @@ def local_run(ensemble_store, tmp_path_factory):
 
 
 def test_run_store_keeps_a_log(local_run):
-    logged = open(os.path.join(local_run.store.root, "lensfree.log")).read()
+    logged = open(sidecar.log_path(str(local_run.store.root))).read()
     assert "lensfree sum" in logged and "finished with exit code 0" in logged
     timing = local_run.attrs["timing_s"]
     assert set(timing) == {"read", "compute", "reduce", "pattern", "write", "wall"}
@@ -149,7 +150,7 @@ def test_failed_stage_never_looks_complete(capsys, tmp_path, ensemble_store):
                                    "--chi2-max", "1e-9"])
     assert code != 0 and "no frame was accepted" in err
     assert zarr.open_group(out, mode="r")["ensemble"].attrs["complete"] is False
-    logged = open(os.path.join(out, "lensfree.log")).read()  # the run store keeps a log
+    logged = open(sidecar.log_path(out)).read()  # the run store keeps a log beside it
     assert "lensfree sum" in logged and "ERROR" in logged and "no frame was accepted" in logged
 
 
