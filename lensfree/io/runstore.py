@@ -102,12 +102,60 @@ def require_complete(path: str, name: str) -> zarr.Group:
     return run[name]
 
 
-def write_array(group: zarr.Group, name: str, data, *, chunks=None) -> zarr.Array:
+#: dimension names of the arrays lensfree writes, by (group, array); spatial ones list
+#: (z, y, x) and a 2D array takes the last two. xarray needs names on every array, and
+#: arrays of one group that share a name must share its length.
+_SPACE = ("z", "y", "x")
+_DETECTOR = ("detector_z", "detector_y", "detector_x")
+_OBJECT = ("object_z", "object_y", "object_x")
+DIMENSIONS = {
+    **{("ensemble", a): _DETECTOR for a in ("sum", "background", "mask", "patched", "filled")},
+    **{("ensemble", a): ("frame",) for a in ("frame_status", "frame_total", "frame_chi2")},
+    **{("ensemble", a): _SPACE for a in ("amplitude", "valid", "support")},
+    **{("phasing", a): ("member", *_SPACE) for a in ("objects", "supports")},
+    **{("phasing", a): ("slot", "member", *_SPACE) for a in ("population",
+                                                              "population_support")},
+    **{("phasing", a): ("generation", "member") for a in ("errors", "member_errors")},
+    **{("phasing", a): ("generation", "member", "iteration") for a in ("r_fourier",
+                                                                       "e_support")},
+    ("gather", "average"): _SPACE, ("gather", "prtf"): ("shell",), ("gather", "q"): ("shell",),
+    **{("gather", a): ("selected",) for a in ("selected", "twin", "correlation")},
+    ("gather", "shifts"): ("selected", "axis"),
+    **{("fit", a): ("inner", "outer") for a in ("erf", "scale", "offset")},
+    ("fit", "inner"): ("inner",), ("fit", "outer"): ("outer",),
+    ("fit", "model"): _SPACE, ("fit", "region"): _SPACE,
+    ("ptycho", "object"): _OBJECT, ("ptycho", "probe"): ("mode", *_SPACE),
+    **{("ptycho", a): ("position", "axis") for a in ("positions", "positions_initial")},
+    ("ptycho", "errors"): ("iteration",),
+    ("", "frames"): ("frame", *_SPACE), ("", "mask"): _SPACE,
+    ("", "positions"): ("frame", "axis"), ("", "probe"): ("mode", *_SPACE),
+    ("truth", "positions"): ("frame", "axis"), ("truth", "probe"): ("mode", *_SPACE),
+    ("truth", "object"): _OBJECT, ("truth", "support"): _OBJECT,
+}
+
+
+def dimension_names(group: zarr.Group, name: str, ndim: int) -> tuple[str, ...]:
+    """The names of the ``ndim`` dimensions of array ``name`` in ``group``: from
+    `DIMENSIONS`, else ``name_0, name_1, ...`` (unique, so never in conflict)."""
+    where = group.path.rsplit("/", 1)[-1] if group.path else ""
+    known = DIMENSIONS.get((where, name))
+    if known is not None and len(known) >= ndim and (ndim > 1 or len(known) == 1):
+        return known[len(known) - ndim:]
+    return tuple(f"{name}_{i}" for i in range(ndim))
+
+
+def create_array(group: zarr.Group, name: str, *, dims=None, **kwargs) -> zarr.Array:
+    """``group.create_array`` with the array's `dimension_names` (xarray opens it)."""
+    shape = np.shape(kwargs["data"]) if "data" in kwargs else kwargs["shape"]
+    names = dims or dimension_names(group, name, len(shape))
+    return group.create_array(name, dimension_names=names, **kwargs)
+
+
+def write_array(group: zarr.Group, name: str, data, *, chunks=None, dims=None) -> zarr.Array:
     """Write a whole array into ``group`` (replacing any array of that name)."""
     data = np.asarray(data)
-    return group.create_array(
-        name, data=data, chunks=chunks or data.shape or "auto", overwrite=True
-    )
+    return create_array(group, name, data=data, chunks=chunks or data.shape or "auto",
+                        overwrite=True, dims=dims)
 
 
 def _now() -> str:
