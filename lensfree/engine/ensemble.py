@@ -91,12 +91,23 @@ def edge_annulus(mask: np.ndarray, width: int = 4) -> np.ndarray:
     return mask & (r >= 2) & (r <= 2 + width)
 
 
-def frame_stats(frames: np.ndarray, mask: np.ndarray, annulus: np.ndarray):
+#: bytes of frames one step of `frame_stats` works on (at least one frame): its temporaries
+#: (ring values, per-frame reductions) stay small whatever the frame size
+SUB_BLOCK_BYTES = 16 * 2**20
+
+
+def frame_stats(frames: np.ndarray, mask: np.ndarray, annulus: np.ndarray, *,
+                overwrite: bool = False):
     """Per-frame totals, edge-scatter chi-square and validity of a block of frames.
 
     ``T_k = sum_valid I_k``; ``chi2_k = sum_D (I_k - Ibar_k)^2 / Ibar_k`` (Pearson, over the
     annulus D). A frame with NaN, inf or a negative value on a measured pixel is invalid;
     its total and chi-square are NaN.
+
+    The block is screened a few frames at a time: unmeasured pixels are set to 0 (then
+    whole-frame reductions are reductions over measured pixels, with no fancy-index copy
+    of the block); with ``overwrite`` in ``frames`` itself (a caller's decode buffer,
+    which then holds frames ready to sum), else in a copy of a few frames.
 
     Returns
     -------
@@ -104,19 +115,35 @@ def frame_stats(frames: np.ndarray, mask: np.ndarray, annulus: np.ndarray):
     invalid : (k,) bool
     """
     k = frames.shape[0]
-    invalid = np.zeros(k, dtype=bool)
-    if frames.dtype.kind == "f":
-        invalid = ~np.isfinite(frames[:, mask]).all(axis=1)
-    if frames.dtype.kind in "fi":
-        with np.errstate(invalid="ignore"):
-            invalid |= (frames[:, mask] < 0).any(axis=1)
     total = np.full(k, np.nan)
     chi2 = np.full(k, np.nan)
-    ring = frames[:, annulus].astype(np.float64)
-    for i in np.flatnonzero(~invalid):
-        total[i] = frames[i][mask].sum(dtype=np.float64)
-        mean = ring[i].mean()
-        chi2[i] = ((ring[i] - mean) ** 2).sum() / mean if mean > 0 else 0.0
+    invalid = np.zeros(k, dtype=bool)
+    unmeasured = ~mask
+    ring_index = np.flatnonzero(annulus)
+    kind = frames.dtype.kind
+    # integer totals are exact in (u)int64; float64 for floats, NaN/inf showing through
+    acc = np.float64 if kind == "f" else (np.uint64 if kind in "ub" else np.int64)
+    step = max(1, SUB_BLOCK_BYTES // max(frames[0].nbytes, 1))
+    for s in range(0, k, step):
+        sub = frames[s : s + step]
+        if not overwrite:
+            sub = sub.copy()
+        if unmeasured.any():
+            np.copyto(sub, 0, where=unmeasured)
+        flat = sub.reshape(len(sub), -1)
+        t = flat.sum(axis=1, dtype=acc)
+        bad = np.zeros(len(sub), dtype=bool)
+        if kind == "f":
+            bad |= ~np.isfinite(t)
+        if kind in "fi":
+            with np.errstate(invalid="ignore"):
+                bad |= flat.min(axis=1) < 0
+        invalid[s : s + len(sub)] = bad
+        ring = flat[:, ring_index].astype(np.float64)
+        for i in np.flatnonzero(~bad):
+            total[s + i] = t[i]
+            mean = ring[i].mean()
+            chi2[s + i] = ((ring[i] - mean) ** 2).sum() / mean if mean > 0 else 0.0
     return total, chi2, invalid
 
 

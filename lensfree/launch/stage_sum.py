@@ -1,21 +1,26 @@
 """Stage 1 across workers: screen every frame, sum the accepted ones, finish on the root.
 
-Two passes over the frames, since the thresholds are set by all frames together:
-pass 1 returns per-frame statistics of each shard; the root decides every frame's
-status; pass 2 folds each shard's float64 partial sums in the back end's fixed tree
-(`Backend.reduce`). The whole-pattern steps (`lensfree.engine.pattern.prepare_pattern`)
-then run once on the root, which writes ``ensemble/``.
+The thresholds are set by all frames together, yet each accepted frame is read once
+(`lensfree.engine.sum_plan`): a pilot of a few chunks estimates the thresholds; pass 1
+reads every frame once, returning each shard's per-frame statistics and its float64 sums
+of the frames by predicted class, folded in the back end's fixed tree
+(`Backend.reduce`); the root decides every frame's status; pass 2 re-reads only the
+frames whose status differs from their class's (a fraction of the weak, chi-square and
+background ones) and folds their corrections the same way. The whole-pattern steps
+(`lensfree.engine.pattern.prepare_pattern`) then run once on the root, which writes
+``ensemble/``. A task holds one decoded chunk and a few frame-sized float64 arrays.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from lensfree.engine import ensemble
+from lensfree.engine import ensemble, sum_plan
 from lensfree.engine.params import at_least, check_fields, non_negative, optional, param
 from lensfree.engine.pattern import prepare_pattern
 from lensfree.errors import LensfreeError
@@ -69,6 +74,7 @@ class _Shared:
     chunk_frames: int
     mask: np.ndarray
     annulus: np.ndarray
+    prediction: sum_plan.Prediction | None = None  # None: the pilot (statistics only)
 
 
 def _chunks(shard: Shard, chunk_frames: int):
@@ -76,18 +82,43 @@ def _chunks(shard: Shard, chunk_frames: int):
         yield start, min(start + chunk_frames, shard.stop)
 
 
-def screen_shard(shard: Shard, shared: _Shared):
-    """Pass 1 on one shard: totals, chi-square, invalid flags, unreadable chunks."""
+def _add_frame(sums: np.ndarray, frame: np.ndarray, coef: int = 1) -> None:
+    # frame by frame, in index order: a given shard always gives the same bits
+    if coef > 0:
+        np.add(sums, frame, out=sums)
+    elif coef < 0:
+        np.subtract(sums, frame, out=sums)
+
+
+def screen_shard(shard: Shard, shared: _Shared) -> dict:
+    """Pass 1 (or the pilot) on one shard: per-frame totals, chi-square, invalid flags
+    and classes, the float64 sums of the frames by class, unreadable chunks, timings."""
     n = shard.stop - shard.start
     total, chi2 = np.full(n, np.nan), np.full(n, np.nan)
     invalid = np.zeros(n, dtype=bool)
+    classes = np.full(n, -1, dtype=np.int16)
+    prediction = shared.prediction
+    sums = None
+    if prediction is not None:
+        sums = np.zeros((prediction.n_classes, *shared.mask.shape))
     unreadable = []
     clock = Clock()
+    with clock("read"):
+        reader = frame_io.chunk_reader(shared.path)
+        absent = reader.absent(shard.start, shard.stop)  # one listing per shard
+    for start, stop in absent:
+        # Zarr would return the fill value for these frames: data lost, not zeros
+        log.warning("%s: frames %d-%d: chunk absent from the store; marked invalid and "
+                    "listed as unreadable", shared.path, start, stop - 1)
+        invalid[start - shard.start : stop - shard.start] = True
+        unreadable.append([start, stop, "absent: the chunk is not in the store"])
     for start, stop in _chunks(shard, shared.chunk_frames):
         i, j = start - shard.start, stop - shard.start
+        if any(lo <= start and stop <= hi for lo, hi in absent):
+            continue
         try:
             with clock("read"):
-                block = frame_io.read_frames(shared.path, start, stop)
+                block = reader.read(start, stop)
         except Exception as exc:  # a damaged chunk must not stop the run
             log.error("%s: frames %d-%d unreadable (%s); marked invalid",
                       shared.path, start, stop - 1, exc)
@@ -95,39 +126,69 @@ def screen_shard(shard: Shard, shared: _Shared):
             unreadable.append([start, stop, f"{exc.__class__.__name__}: {exc}"])
             continue
         with clock("compute"):
-            total[i:j], chi2[i:j], invalid[i:j] = ensemble.frame_stats(
-                block, shared.mask, shared.annulus)
-    return total, chi2, invalid, unreadable, clock.seconds
+            # the block is ours (the reader's buffer or a fresh array): screened in place
+            t, c, bad = ensemble.frame_stats(block, shared.mask, shared.annulus,
+                                             overwrite=True)
+            bad |= invalid[i:j]  # a partly absent chunk
+            total[i:j], chi2[i:j], invalid[i:j] = t, c, bad
+            if prediction is not None:
+                cls = sum_plan.classify(t, c, bad, prediction)
+                classes[i:j] = cls
+                for k in np.flatnonzero(cls >= 0):
+                    _add_frame(sums[cls[k]], block[k])
+    unreadable.sort()
+    return {"total": total, "chi2": chi2, "invalid": invalid, "classes": classes,
+            "sums": sums, "unreadable": unreadable, "seconds": clock.seconds}
 
 
-def sum_shard(task, shared: _Shared):
-    """Pass 2 on one shard: float64 sums of its accepted and background frames."""
-    shard, status = task
+def correct_shard(task, shared: _Shared):
+    """Pass 2 on one shard: read again the frames whose status differs from their class's
+    and add (or subtract) them to float64 (accepted, background) corrections."""
+    shard, coef = task
     h, w = shared.mask.shape
-    accepted, background = np.zeros((h, w)), np.zeros((h, w))
+    acc, bg = np.zeros((h, w)), np.zeros((h, w))
+    reader = frame_io.chunk_reader(shared.path)
     clock = Clock()
+    n_frames = 0
     for start, stop in _chunks(shard, shared.chunk_frames):
-        part = status[start - shard.start : stop - shard.start]
-        if not np.isin(part, (ensemble.ACCEPTED, ensemble.BACKGROUND)).any():
+        part = coef[start - shard.start : stop - shard.start]
+        need = np.flatnonzero(part.any(axis=1))
+        if not need.size:
             continue
         with clock("read"):
-            block = frame_io.read_frames(shared.path, start, stop)
+            block = reader.read(start, stop)
         with clock("compute"):
-            acc, bg = ensemble.partial_sums(block, part)
-            accepted += acc
-            background += bg
-    return accepted, background, clock.seconds
+            for k in need:
+                frame = block[k]
+                np.copyto(frame, 0, where=~shared.mask)  # as pass 1 summed it
+                _add_frame(acc, frame, part[k, 0])
+                _add_frame(bg, frame, part[k, 1])
+        n_frames += need.size
+    return acc, bg, n_frames, clock.seconds
 
 
-def _add_sums(a, b):
-    """Fold two shards' (accepted, background, seconds); the fold times itself."""
-    t0 = time.perf_counter()
-    accepted, background = a[0] + b[0], a[1] + b[1]
-    seconds = dict(a[2])
-    for part, s in b[2].items():
+def _merge_seconds(a: dict, b: dict, t0: float) -> dict:
+    seconds = dict(a)
+    for part, s in b.items():
         seconds[part] = seconds.get(part, 0.0) + s
     seconds["reduce"] = seconds.get("reduce", 0.0) + time.perf_counter() - t0
-    return accepted, background, seconds
+    return seconds
+
+
+def _fold_screens(a: dict, b: dict) -> dict:
+    """Two adjacent shards' pass-1 results as one, ``a``'s frames first; times itself."""
+    t0 = time.perf_counter()
+    out = {k: np.concatenate((a[k], b[k])) for k in ("total", "chi2", "invalid", "classes")}
+    out["sums"] = None if a["sums"] is None else a["sums"] + b["sums"]
+    out["unreadable"] = a["unreadable"] + b["unreadable"]
+    out["seconds"] = _merge_seconds(a["seconds"], b["seconds"], t0)
+    return out
+
+
+def _fold_corrections(a, b):
+    """Fold two shards' (accepted, background, frames, seconds); the fold times itself."""
+    t0 = time.perf_counter()
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2], _merge_seconds(a[3], b[3], t0)
 
 
 class SumStage(Stage):
@@ -158,26 +219,60 @@ class SumStage(Stage):
         annulus = ensemble.edge_annulus(mask, params.screen.annulus_width)
         shared = _Shared(store.path, store.chunk_frames, mask, annulus)
         shards = frame_shards(store.n_frames, store.chunk_frames)
-        stats = ctx.map(screen_shard, shards, shared,
-                        names=[f"screen-{s.name}" for s in shards], desc="screen")
+        n_classes = sum_plan.n_classes_for(store.frame_shape, params.screen)
+
+        # the pilot: statistics of a few chunks spread over the store
+        pilot = [Shard(i, a, b) for i, (a, b) in
+                 enumerate(sum_plan.pilot_chunks(store.n_frames, store.chunk_frames))]
+        stats = ctx.map(screen_shard, pilot, shared, names=[f"pilot-{s.name}" for s in pilot],
+                        desc="pilot")
+        prediction = None
+        if ctx.is_root:
+            for s in stats:
+                ctx.clock.merge(s["seconds"])
+            prediction = sum_plan.predict(*(np.concatenate([s[k] for s in stats])
+                                            for k in ("total", "chi2", "invalid")),
+                                          params.screen, n_classes)
+        shared = dataclasses.replace(shared, prediction=ctx.bcast(prediction))
+
+        # pass 1: every frame read once, statistics and sums by class folded in the tree
+        screened = ctx.reduce(screen_shard, shards, shared, combine=_fold_screens,
+                              names=[f"screen-{s.name}" for s in shards], desc="screen")
         decided = None
         if ctx.is_root:
-            total = np.concatenate([s[0] for s in stats])
-            chi2 = np.concatenate([s[1] for s in stats])
-            invalid = np.concatenate([s[2] for s in stats])
-            unreadable = [u for s in stats for u in s[3]]
-            for s in stats:
-                ctx.clock.merge(s[4])
+            total, chi2, invalid = (screened[k] for k in ("total", "chi2", "invalid"))
+            ctx.clock.merge({"reduce": 0.0, **screened["seconds"]})
             status, thresholds = ensemble.screen(total, chi2, invalid, params.screen)
-            decided = status
-        status = ctx.bcast(decided)
-        tasks = [(s, status[s.start : s.stop]) for s in shards]
-        accepted, background, seconds = ctx.reduce(
-            sum_shard, tasks, shared, combine=_add_sums,
-            names=[f"sum-{s.name}" for s in shards], desc="sum")
+            labels, coef = sum_plan.resolve(screened["classes"], status,
+                                            shared.prediction.n_classes)
+            decided = status, coef
+        status, coef = ctx.bcast(decided)
+
+        # pass 2: only the frames whose status differs from their class's
+        tasks = [(s, coef[s.start : s.stop]) for s in shards if coef[s.start : s.stop].any()]
+        corrections = None
+        if tasks:
+            corrections = ctx.reduce(correct_shard, tasks, shared, combine=_fold_corrections,
+                                     names=[f"correct-{t[0].name}" for t in tasks],
+                                     desc="correct")
+        frame_io.chunk_reader(store.path).release()
         if not ctx.is_root:
             return None
-        ctx.clock.merge({"reduce": 0.0, **seconds})  # one shard: nothing to fold
+        sums, unreadable = screened.pop("sums"), screened["unreadable"]
+        accepted, background = np.zeros(mask.shape), np.zeros(mask.shape)
+        for c, label in enumerate(labels):  # class order: the same bits everywhere
+            if label == ensemble.ACCEPTED:
+                accepted += sums[c]
+            elif label == ensemble.BACKGROUND:
+                background += sums[c]
+        sums = screened = None
+        reread = 0
+        if corrections is not None:
+            accepted += corrections[0]
+            background += corrections[1]
+            reread = corrections[2]
+            ctx.clock.merge(corrections[3])
+            corrections = None
         t_finish = time.perf_counter()
         counts = {name: int((status == code).sum())
                   for code, name in ensemble.STATUS_NAMES.items()}
@@ -208,6 +303,10 @@ class SumStage(Stage):
             "window_origin": list(pattern.origin),
             "speckle_diameter": pattern.speckle_diameter,
             "unreadable": unreadable,
+            # how often frames were read: the pilot's, every frame once, the second reads
+            "reads": {"pilot_frames": int(sum(s.stop - s.start for s in pilot)),
+                      "frames": int(store.n_frames), "reread_frames": int(reread),
+                      "classes": int(len(labels))},
             "n_patched": int(pattern.filled.sum()),
             "n_valid": int(pattern.valid.sum()),
             **geometry.as_attrs(),

@@ -70,3 +70,73 @@ def test_screen_thresholds_and_background_choice():
 def test_screen_params_reject_bad_values():
     with pytest.raises(ValueError, match="weak_factor"):
         ensemble.ScreenParams(weak_factor=2)
+
+
+def test_frame_stats_in_sub_blocks_and_in_place_match_whole_frame_sums(monkeypatch):
+    rng = np.random.default_rng(3)
+    frames = rng.poisson(5.0, (7, 16, 16)).astype(np.uint16)
+    mask = np.ones((16, 16), bool)
+    mask[:, 7] = False                           # a gap, holding junk
+    frames[:, :, 7] = 65535
+    ring = np.zeros_like(mask)
+    ring[3, 8:14] = True                         # measured pixels, as edge_annulus gives
+    want_total = frames[:, mask].sum(axis=1, dtype=np.float64)
+    # three frames per step: the block is screened in three steps, the last one short
+    monkeypatch.setattr(ensemble, "SUB_BLOCK_BYTES", 3 * frames[0].nbytes)
+    total, chi2, invalid = ensemble.frame_stats(frames, mask, ring)
+    np.testing.assert_array_equal(total, want_total)   # integer totals: exact
+    assert (frames[:, :, 7] == 65535).all()             # not overwritten unless asked
+    ring_values = frames[:, ring].astype(np.float64)
+    mean = ring_values.mean(axis=1)
+    np.testing.assert_allclose(chi2, ((ring_values - mean[:, None]) ** 2).sum(1) / mean,
+                               rtol=1e-12)
+    again = ensemble.frame_stats(frames, mask, ring, overwrite=True)
+    np.testing.assert_array_equal(again[0], total)
+    assert (frames[:, :, 7] == 0).all() and not invalid.any()
+
+
+def test_sum_plan_labelled_class_sums_plus_corrections_are_the_direct_sums():
+    from lensfree.engine import sum_plan
+
+    rng = np.random.default_rng(5)
+    n, n_classes = 300, 5
+    frames = rng.integers(0, 1000, (n, 4, 4)).astype(np.float64)
+    status = rng.choice([ensemble.ACCEPTED] * 8 + [ensemble.BACKGROUND, ensemble.WEAK,
+                                                   ensemble.CHI2, ensemble.INVALID], n)
+    # a prediction that is mostly right, and wrong for some frames of every kind
+    classes = np.where(status == ensemble.BACKGROUND, 0, n_classes - 1).astype(np.int16)
+    classes[np.isin(status, (ensemble.WEAK, ensemble.CHI2, ensemble.INVALID))] = -1
+    wrong = rng.random(n) < 0.1
+    classes[wrong] = rng.integers(-1, n_classes, wrong.sum())
+    classes[status == ensemble.INVALID] = -1    # invalid frames are never summed
+    labels, coef = sum_plan.resolve(classes, status, n_classes)
+    assert labels[0] == ensemble.BACKGROUND and labels[-1] == ensemble.ACCEPTED
+    sums = np.stack([frames[classes == c].sum(0) for c in range(n_classes)])
+    accepted = sum(sums[c] for c in range(n_classes) if labels[c] == ensemble.ACCEPTED)
+    background = sum(sums[c] for c in range(n_classes) if labels[c] == ensemble.BACKGROUND)
+    accepted = accepted + (coef[:, 0, None, None] * frames).sum(0)
+    background = background + (coef[:, 1, None, None] * frames).sum(0)
+    np.testing.assert_array_equal(accepted, frames[status == ensemble.ACCEPTED].sum(0))
+    np.testing.assert_array_equal(background, frames[status == ensemble.BACKGROUND].sum(0))
+    # only mispredicted frames are read again
+    assert 0 < np.count_nonzero(coef.any(axis=1)) <= wrong.sum()
+
+
+def test_sum_plan_pilot_spreads_whole_chunks_and_bins_bracket_the_background_level():
+    from lensfree.engine import sum_plan
+
+    chunks = sum_plan.pilot_chunks(20000, 64)
+    assert len(chunks) == 7 and chunks[0] == (0, 64) and chunks[-1][1] == 20000
+    assert all(a % 64 == 0 for a, _ in chunks)
+    assert sum_plan.pilot_chunks(10, 64) == [(0, 10)]
+    params = ensemble.ScreenParams()
+    assert sum_plan.n_classes_for((256, 256), params) == 16
+    assert sum_plan.n_classes_for((2048, 2048), params) == 2
+    assert sum_plan.n_classes_for((256, 256), ensemble.ScreenParams(
+        background_fraction=0)) == 1
+    rng = np.random.default_rng(1)
+    total = rng.normal(1000, 100, 2000)
+    pred = sum_plan.predict(total, np.ones(2000), np.zeros(2000, bool), params, 8)
+    assert len(pred.edges) == 7
+    level = np.mean(total < np.array(pred.edges)[:, None], axis=1)
+    assert level[0] < 0.01 < level[-1]
