@@ -11,6 +11,16 @@ from lensfree.launch.console import open_backend, report
 from lensfree.launch.stage import Command, Execution, GeometryOptions
 
 
+def _number_type(name: str) -> str | None:
+    import numpy as np
+
+    try:
+        kind = np.dtype(name).kind
+    except TypeError:
+        return "not a numpy dtype"
+    return None if kind in "iuf" else "expected an integer or float dtype"
+
+
 @dataclass(frozen=True)
 class SimulateEnsembleOptions:
     """``lensfree simulate ensemble --out X.zarr [options]``."""
@@ -28,7 +38,7 @@ class SimulateEnsembleOptions:
     streak_fraction: float = param(0.02, "share of frames planted with a streak")
     invalid_fraction: float | None = param(None, "share of frames planted invalid",
                                            default_help="0.01 for float dtypes, 0 for integer")
-    dtype: str = param("float32", "float32, uint16, ...")
+    dtype: str = param("float32", "float32, uint16, ...", check=_number_type)
     chunk: int = param(64, "frames per chunk", check=at_least(1))
     execution: Execution = param(default_factory=Execution, group="execution")
 

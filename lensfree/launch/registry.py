@@ -26,6 +26,7 @@ class ReportOptions:
     run: str = param(None, "run store (RUN.zarr)", positional=True)
     out: str | None = param(None, "folder for the report",
                             default_help="RUN-report next to RUN")
+    quiet: bool = param(False, "no progress output (the report has none)", action="store_true")
 
 
 class Report(Command):

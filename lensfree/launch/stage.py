@@ -46,7 +46,9 @@ class Execution:
                                 check=optional(at_least(1)), default_help="1; dask: cores")
     scheduler: str | None = param(None, "dask: address of an existing scheduler to join "
                                   "instead", default_help="none")
-    dashboard_address: str = param(":8787", "dask: where the LocalCluster dashboard listens")
+    dashboard_address: str = param("127.0.0.1:8787", "dask: where the LocalCluster dashboard "
+                                   "listens (this machine only; name an interface, e.g. "
+                                   ":8787, to open it to the network)")
     seed: int = param(0, "run seed")
     quiet: bool = param(False, "no progress bars", action="store_true")
 
@@ -183,9 +185,10 @@ class Stage(Command):
     def handler(self, opts, backend=None) -> int:
         from lensfree.launch.console import open_backend, report
 
+        t0 = time.perf_counter()
+        inp = self.open(opts)  # bad input is refused before any cluster starts
         with open_backend(opts.execution, backend) as backend:
-            t0 = time.perf_counter()
-            attrs = run_stage(self, backend, opts)
+            attrs = run_stage(self, backend, opts, inp=inp)
             if backend.is_root:
                 lines = self.summary(attrs, opts, time.perf_counter() - t0)
                 if attrs.get("resumed_from"):
