@@ -124,12 +124,20 @@ def _cmd_batch(args) -> int:
     from lensfree.launch.batch import read_manifest, run_batch
 
     datasets = read_manifest(args.manifest, args.config)
-    overrides = ["--quiet"]
-    for flag in ("backend", "workers", "scheduler"):
-        if getattr(args, flag) is not None:
-            overrides += [f"--{flag}", str(getattr(args, flag))]
-    results = run_batch(datasets, overrides, jobs=args.jobs,
-                        report=lambda line: report([line]))
+    with ExitStack() as stack:
+        if args.backend == "dask" and args.scheduler is None:
+            # one cluster for every dataset, not one per dataset and stage
+            cluster = stack.enter_context(backends.make_backend(
+                "dask", workers=args.workers, progress=False))
+            args.scheduler = cluster.client.scheduler.address
+            report([f"backend dask: {cluster.n_workers} worker(s) for every dataset, "
+                    f"dashboard {cluster.dashboard_link}"])
+        overrides = ["--quiet"]
+        for flag in ("backend", "workers", "scheduler"):
+            if getattr(args, flag) is not None:
+                overrides += [f"--{flag}", str(getattr(args, flag))]
+        results = run_batch(datasets, overrides, jobs=args.jobs,
+                            report=lambda line: report([line]))
     width = max(len(ds.name) for ds, _, _ in results)
     lines = [f"\n{'dataset':{width}s}  status   reason"]
     lines += [f"{ds.name:{width}s}  {status:7s}  {reason}" for ds, status, reason in results]
