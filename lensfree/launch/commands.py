@@ -180,6 +180,16 @@ class IngestOptions:
                                     default_help=".npz: support")
     zeros_measured: bool = param(False, "exact zeros are measured counts, not unmeasured "
                                  "pixels", action="store_true")
+    zeros_missing: bool = param(False, "every exact zero is unmeasured [only those joined to "
+                                "the beam stop, gaps and edges]", action="store_true")
+    no_support: bool = param(False, "ignore a support the file ships", action="store_true")
+    mask_key: str | None = param(None, "array of unmeasured pixels (nonzero = bad)",
+                                 default_help="none; Hawk files: mask")
+    mask_good: bool = param(False, "the --mask-key array's nonzero pixels are the good ones",
+                            action="store_true")
+    saturation: float | None = param(None, "pixels at or above this value (file units) are "
+                                     "unmeasured", check=optional(positive),
+                                     default_help="none", metavar="COUNTS")
     amplitude: bool = param(False, "the file holds amplitudes", action="store_true")
     fft_shifted: bool = param(False, "zero frequency at pixel (0, 0)", action="store_true")
     center: tuple[float, float] | None = param(None, "zero frequency in file pixels", nargs=2,
@@ -208,18 +218,29 @@ class Ingest(Command):
 
         geometry = o.geometry.geometry()
         if o.pattern:
+            if o.zeros_measured and o.zeros_missing:
+                raise LensfreeError("--zeros-measured and --zeros-missing: choose one")
             info = ingest_pattern(
                 o.input, o.out, key=o.key, valid_key=o.valid_key, support_key=o.support_key,
-                zero_is_missing=not o.zeros_measured, geometry=geometry,
-                amplitude=o.amplitude, fft_shifted=o.fft_shifted, center=o.center)
+                zeros=("measured" if o.zeros_measured else "all" if o.zeros_missing
+                       else "connected"), geometry=geometry,
+                amplitude=o.amplitude, fft_shifted=o.fft_shifted, center=o.center,
+                no_support=o.no_support, mask_key=o.mask_key, mask_good=o.mask_good,
+                saturation=o.saturation)
             (h, w), (cy, cx) = info["shape"], info["center"]
+            window = info["window"]
+            cropped = "" if window == (h, w) else f"; cropped to {window[0]}x{window[1]}"
             report([f"{o.out}: ensemble/ {h}x{w} {info['quantity']} from {o.input}; centre "
-                    f"({cy:.2f}, {cx:.2f}) moved by {info['shift']}; {info['n_valid']} valid "
-                    "pixels" + ("; support" if info["has_support"] else "")])
+                    f"({cy:.2f}, {cx:.2f}) moved by {info['shift']}{cropped}; "
+                    f"{info['n_valid']} valid pixels ({info['zeros_unmeasured']} zeros "
+                    "unmeasured)" + ("; support" if info["has_support"] else "")])
             return 0
         given = [flag for flag, v in (
             ("--key", o.key), ("--valid-key", o.valid_key), ("--support-key", o.support_key),
             ("--center", o.center), ("--zeros-measured", o.zeros_measured),
+            ("--zeros-missing", o.zeros_missing), ("--no-support", o.no_support),
+            ("--mask-key", o.mask_key), ("--mask-good", o.mask_good),
+            ("--saturation", o.saturation),
             ("--amplitude", o.amplitude))
             if v not in (None, False)]
         if given:

@@ -482,3 +482,160 @@ def test_real_nadia_pattern(tmp_path):
     assert np.unravel_index(np.argmax(amp), amp.shape) == (512, 512)
     assert amp.max() == pytest.approx(np.sqrt(65534), rel=1e-6)
     assert not valid[0].any() and not valid[:, 0].any() and valid[1:, 1:].all()
+
+
+# ---- which zeros are unmeasured, shipped supports, Hawk files, saturation, square windows ---
+
+HAWK = DATA / "hawk_ring_cdi" / "ring.h5"
+
+
+def _pattern_with_zeros(rng, n=96):
+    """A speckled pattern (counts >= 1 everywhere) with a beam stop, a detector gap and an
+    edge strip of zeros, and isolated zero counts at high q."""
+    counts = 1.0 + rng.poisson(50.0, size=(n, n)).astype(np.float64)
+    counts[n // 2 - 3 : n // 2 + 4, n // 2 - 3 : n // 2 + 4] = 0  # beam stop
+    counts[:, 20] = 0  # a gap across the detector
+    counts[n - 2 :, 60:80] = 0  # a dead strip at the edge
+    isolated = [(10, 70), (80, 40), (70, 85), (30, 35)]
+    for p in isolated:
+        counts[p] = 0
+    return counts, isolated
+
+
+def test_pattern_zeros_joined_to_the_beam_stop_gaps_and_edges_only(tmp_path, capsys):
+    counts, isolated = _pattern_with_zeros(np.random.default_rng(30))
+    np.save(tmp_path / "p.npy", counts)
+    zero = counts == 0
+    runs = {}
+    for flags in ([], ["--zeros-missing"], ["--zeros-measured"]):
+        out = str(tmp_path / f"run{len(runs)}.zarr")
+        rc = main(["ingest", str(tmp_path / "p.npy"), "--pattern", "--center", "48", "48",
+                   "--out", out, *flags])
+        assert rc == 0, capsys.readouterr().err
+        runs[" ".join(flags)] = zarr.open_group(out, mode="r")["ensemble/valid"][...]
+    default = runs[""]
+    # by default: the beam stop, the gap and the edge strip are unmeasured, the isolated
+    # zero counts are measured
+    lone = np.zeros_like(zero)
+    lone[tuple(np.transpose(isolated))] = True
+    assert not default[zero & ~lone].any() and default[lone].all()
+    assert default.sum() == 96 * 96 - zero.sum() + len(isolated)
+    np.testing.assert_array_equal(runs["--zeros-missing"], ~zero)
+    assert runs["--zeros-measured"].all()
+
+
+@pytest.mark.skipif(not ESRF.exists(), reason=f"real data absent: {ESRF}")
+def test_real_esrf_logo_zero_counts_at_high_q_are_measured(tmp_path, capsys):
+    out = str(tmp_path / "esrf.zarr")
+    assert main(["ingest", str(ESRF), "--pattern", "--out", out]) == 0
+    assert "zeros unmeasured" in capsys.readouterr().out
+    valid = zarr.open_group(out, mode="r")["ensemble/valid"][...]
+    raw = np.load(ESRF)["intensity"]
+    zero = raw == 0
+    # the beam stop and the blocks at the detector's edges stay unmeasured ...
+    assert not valid[248:265, 248:265][zero[248:265, 248:265]].any()
+    assert zero[:14, 249:270].all() and not valid[:14, 249:270].any()
+    # ... while most of the 21687 zeros, scattered zero counts at high q, are measured
+    assert 15000 < valid[zero].sum() < 19000, valid[zero].sum()
+    assert valid[~zero].all()
+
+
+def test_pattern_no_support_ignores_the_shipped_one(tmp_path, capsys):
+    intensity = _centred_pattern(np.random.default_rng(31))
+    support = np.zeros(intensity.shape, bool)
+    support[20:44, 20:44] = True
+    np.savez(tmp_path / "p.npz", intensity=intensity, support=support)
+    out = str(tmp_path / "run.zarr")
+    assert main(["ingest", str(tmp_path / "p.npz"), "--pattern", "--out", out]) == 0
+    assert "support" in zarr.open_group(out, mode="r")["ensemble"]
+    assert main(["ingest", str(tmp_path / "p.npz"), "--pattern", "--out", out,
+                 "--no-support"]) == 0
+    e = zarr.open_group(out, mode="r")["ensemble"]
+    assert "support" not in e and e.attrs["has_support"] is False
+    capsys.readouterr()
+    rc = main(["ingest", str(tmp_path / "p.npz"), "--pattern", "--out", out, "--no-support",
+               "--support-key", "support"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--no-support" in err and "--support-key" in err
+
+
+@pytest.mark.skipif(not HAWK.exists(), reason=f"real data absent: {HAWK}")
+def test_real_hawk_ring_needs_no_keys(tmp_path, capsys):
+    """Hawk's ring.h5: (98, 98, 1) amplitudes, fft-shifted, a mask with 1 = good."""
+    out = str(tmp_path / "ring.zarr")
+    rc = main(["ingest", str(HAWK), "--pattern", "--out", out])
+    assert rc == 0, capsys.readouterr().err
+    e = zarr.open_group(out, mode="r")["ensemble"]
+    amp, valid = e["amplitude"][...], e["valid"][...]
+    assert amp.shape == (98, 98) and e.attrs["quantity"] == "amplitude"
+    with h5py.File(HAWK, "r") as f:
+        real, mask = f["real"][..., 0], f["mask"][..., 0]
+    good = np.fft.fftshift(mask == 1)
+    shift = tuple(e.attrs["shift"])
+    good = np.roll(good, shift, axis=(0, 1))
+    assert not valid[~good].any()  # the 463 masked pixels (the saturated centre) stay out
+    assert valid.sum() > 0.8 * good.sum()
+    assert np.abs(amp.max() - real.max()) < 1e-3 * real.max()
+    # the same by hand: the mask is 1 = good, so it needs --mask-good; without it lensfree
+    # stops and says so
+    capsys.readouterr()
+    argv = ["ingest", str(HAWK), "--pattern", "--out", str(tmp_path / "r2.zarr"), "--key",
+            "real", "--mask-key", "mask", "--amplitude", "--fft-shifted"]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and "--mask-good" in err and str(HAWK) in err
+    assert main([*argv, "--mask-good"]) == 0
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "r2.zarr"),
+                                                  mode="r")["ensemble/valid"][...], valid)
+
+
+def test_pattern_saturation_and_trailing_axes(tmp_path, capsys):
+    intensity = _centred_pattern(np.random.default_rng(32))
+    raw = np.minimum(intensity, np.percentile(intensity, 99.5))  # a clipped detector
+    level = raw.max()
+    np.save(tmp_path / "p.npy", raw[..., None])  # (64, 64, 1)
+    out = str(tmp_path / "run.zarr")
+    rc = main(["ingest", str(tmp_path / "p.npy"), "--pattern", "--out", out, "--center", "32",
+               "32", "--saturation", str(level)])
+    assert rc == 0, capsys.readouterr().err
+    valid = zarr.open_group(out, mode="r")["ensemble/valid"][...]
+    np.testing.assert_array_equal(valid, raw < level)
+    assert 0 < (~valid).sum() <= 0.01 * raw.size
+    for bad, words in (("0", "--saturation 0"), ("-5", "--saturation -5")):
+        rc = main(["ingest", str(tmp_path / "p.npy"), "--pattern", "--out", out,
+                   "--saturation", bad])
+        err = capsys.readouterr().err
+        assert rc == 2 and words in err, err
+
+
+def test_pattern_that_is_not_square_is_cropped_to_a_square_window(tmp_path, capsys):
+    """Real-space pixels are lambda z / (N p) per axis: a 64 x 48 window would stretch the
+    object by 4/3; the largest square about the centre keeps them square."""
+    full = _centred_pattern(np.random.default_rng(33), n=64)
+    rect = full[:, 8:56]  # 64 x 48, centre at (32, 24)
+    np.save(tmp_path / "r.npy", rect)
+    out = str(tmp_path / "run.zarr")
+    rc = main(["ingest", str(tmp_path / "r.npy"), "--pattern", "--out", out, "--center", "32",
+               "24", "--wavelength", "1e-10", "--distance", "1", "--pixel-size", "75e-6"])
+    assert rc == 0, capsys.readouterr().err
+    assert "cropped to 48x48" in capsys.readouterr().out
+    e = zarr.open_group(out, mode="r")["ensemble"]
+    amp = e["amplitude"][...]
+    assert amp.shape == (48, 48)
+    np.testing.assert_allclose(amp, np.sqrt(full[8:56, 8:56]).astype(np.float32), rtol=1e-6)
+    assert e.attrs["window_origin"] == [8, 0]
+    assert e.attrs["real_space_pixel_m"] == pytest.approx(1e-10 * 1 / (48 * 75e-6))
+
+
+def test_pattern_conflicting_flags_exit_2_naming_them(tmp_path, capsys):
+    np.save(tmp_path / "p.npy", _centred_pattern(np.random.default_rng(34)))
+    base = ["ingest", str(tmp_path / "p.npy"), "--pattern", "--out", str(tmp_path / "r.zarr")]
+    for extra, words in ((["--zeros-measured", "--zeros-missing"], "--zeros-missing"),
+                         (["--mask-good"], "--mask-key")):
+        rc = main([*base, *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    rc = main(["ingest", str(tmp_path / "p.npy"), "--out", str(tmp_path / "f.zarr"),
+               "--no-support"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--no-support" in err and "--pattern" in err
