@@ -1,13 +1,15 @@
 """Stage 4 across workers: ptychography with scan positions refined in parallel.
 
-The parallel engine runs each iteration as one ``backend.map`` over blocks of positions
+The parallel engine runs each iteration as one ``backend.reduce`` over blocks of positions
 (spatially compact, from `partitioning.position_blocks`, a number fixed by the data, not
-by the workers), two runs of consecutive blocks per worker. A task is small (iteration,
-run); the object, probe, crops and sub-pixel rests travel once per iteration as the shared
-value, and every worker process reads a block's frames from the store once and keeps their
-amplitudes for the next iterations (`_block_amplitudes`). The root folds the blocks' sums in
-block order (same numbers on every back end), updates object, probe and positions, and
-broadcasts them. ePIE and rPIE are serial and run on the root.
+by the workers), one leaf per block; LSQML runs two (the directions, then every
+position's step lengths). The object, probe, crops and sub-pixel rests travel once per
+iteration as the shared value, and every worker process reads a block's frames from the
+store once and keeps their amplitudes for the next iterations (`_block_amplitudes`). The
+blocks' sums are plain sums folded in the back end's fixed tree (`sums.combine`, the same
+numbers on every back end and worker count), so the root holds one object-sized partial
+whatever the number of positions; it updates object, probe and positions and broadcasts
+them. ePIE and rPIE are serial and run on the root.
 
 Store layout (``RUN.zarr/ptycho/``, DESIGN.md): ``object`` (oy, ox) complex64, ``probe``
 (modes, h, w) complex64, ``positions`` (N, 2) refined and ``positions_initial`` (N, 2),
@@ -26,13 +28,15 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import zarr
 
 from lensfree.engine import ptycho as pt
 from lensfree.engine.params import at_least, check_fields, optional, param, positive
+from lensfree.engine.ptycho import lsqml
+from lensfree.engine.ptycho.sums import Partial, combine
 from lensfree.errors import LensfreeError
 from lensfree.io import frames as frame_io
 from lensfree.io import runstore
@@ -139,36 +143,32 @@ class _Shared:
     path: str
     mask: np.ndarray
     blocks: tuple
-    groups: tuple
     obj: np.ndarray
     probe: np.ndarray
     crops: np.ndarray
     fractions: np.ndarray
     refine: bool
     propagator: pt.Propagator
+    dobj: np.ndarray | None = None     # LSQML's second pass: the directions
+    dprobe: np.ndarray | None = None
 
 
-def ptycho_blocks(task: tuple[int, int], shared: _Shared) -> list[pt.BlockResult]:
-    """One task of one iteration: the sums of its run of blocks (``shared.groups``), each
-    block against the shared object and probe, one result per block."""
-    _, g = task
-    out = []
-    for b in shared.groups[g]:
-        index = shared.blocks[b]
-        amp, valid = _block_amplitudes(shared.path, shared.mask, index,
-                                       shared.propagator.centred_frames)
-        out.append(pt.block_update(shared.obj, shared.probe, shared.crops[index],
-                                   shared.fractions[index], amp, valid,
-                                   refine=shared.refine, propagator=shared.propagator))
-    return out
-
-
-def _groups(n_blocks: int, n_workers: int) -> tuple:
-    """Blocks cut into runs of consecutive blocks, two runs per worker: few tasks per
-    iteration (each costs the scheduler a round trip), still some room to balance. The
-    numbers do not depend on it: every block is computed alone and folded in order."""
-    n = min(n_blocks, 2 * max(1, n_workers))
-    return tuple(tuple(int(b) for b in part) for part in np.array_split(np.arange(n_blocks), n))
+def ptycho_block(task: tuple[int, int], shared: _Shared) -> Partial:
+    """One leaf of one iteration's reduction: block ``b``'s sums against the shared object
+    and probe (:func:`block_update`), or in LSQML's second pass its step-weighted sums
+    (:func:`lsqml.step_block`), as a :class:`Partial`."""
+    _, b = task
+    index = shared.blocks[b]
+    amp, valid = _block_amplitudes(shared.path, shared.mask, index,
+                                   shared.propagator.centred_frames)
+    args = (shared.crops[index], shared.fractions[index], amp, valid)
+    if shared.dobj is not None:
+        result = lsqml.step_block(shared.obj, shared.probe, shared.dobj, shared.dprobe, *args,
+                                  propagator=shared.propagator)
+        return Partial.of(result, index)
+    result = pt.block_update(shared.obj, shared.probe, *args, refine=shared.refine,
+                             propagator=shared.propagator)
+    return Partial.of(result, index)
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -245,7 +245,6 @@ class PtychoStage(Stage):
         scan, p = inp.scan, opts.params.engine
         n, (h, w) = scan.store.n_frames, scan.store.frame_shape
         initial, blocks = scan.positions_px, inp.blocks
-        groups = _groups(len(blocks), ctx.backend.n_workers)
         state = total = None
         if ctx.is_root:
             state = self._start(ctx, opts, inp)
@@ -257,24 +256,30 @@ class PtychoStage(Stage):
         for it in range(start, p.iterations):
             t0 = time.perf_counter()
             refine = p.refines_at(it)
+            update_probe = it >= p.probe_start
             crops, fractions = pt.corners(positions, inp.origin, inp.shape, (h, w))
-            if p.engine == "parallel":
-                shared = _Shared(opts.frames, scan.store.mask, blocks, groups, obj, probe,
-                                 crops, fractions, refine, scan.propagator)
-                tasks = [(it, g) for g in range(len(groups))]
-                parts = ctx.map(ptycho_blocks, tasks, shared,
-                                names=[f"ptycho-it{it:04d}-part{g}" for g in range(len(groups))],
-                                desc=f"iteration {it + 1}/{p.iterations}")
+            if p.engine in ("parallel", "lsqml"):
+                shared = _Shared(opts.frames, scan.store.mask, blocks, obj, probe, crops,
+                                 fractions, refine, scan.propagator)
+                sums = self._reduce(ctx, shared, it, p.iterations)
+                if p.engine == "lsqml":
+                    folded = lsqml.fold(obj.shape, probe.shape, [sums])
+                    dobj, dprobe = ctx.bcast(lsqml.directions(
+                        obj, probe, folded, update_probe=update_probe,
+                        regularisation=p.regularisation) if ctx.is_root else None)
+                    steps2 = self._reduce(ctx, replace(shared, dobj=dobj, dprobe=dprobe), it,
+                                          p.iterations, "steps")
                 if ctx.is_root:
-                    results = [r for part in parts for r in part]  # block order
-                    obj, probe = pt.apply_update(obj, probe, results,
-                                                 update_probe=it >= p.probe_start,
-                                                 regularisation=p.regularisation)
-                    err = sum(float(r.error.sum()) for r in results)
-                    steps = np.zeros_like(positions)
-                    if refine:
-                        for index, r in zip(blocks, results):
-                            steps[index] = r.steps
+                    if p.engine == "lsqml":
+                        obj, probe = lsqml.apply_steps(obj, probe, folded, [steps2],
+                                                       update_probe=update_probe,
+                                                       regularisation=p.regularisation)
+                    else:
+                        obj, probe = pt.apply_update(obj, probe, [sums],
+                                                     update_probe=update_probe,
+                                                     regularisation=p.regularisation)
+                    err = sums.error
+                    steps = sums.per_position(n) if refine else None
             elif ctx.is_root:
                 amp, valid = _block_amplitudes(opts.frames, scan.store.mask, np.arange(n),
                                                scan.propagator.centred_frames)
@@ -282,7 +287,7 @@ class PtychoStage(Stage):
                 order = np.random.default_rng([p.seed, it]).permutation(n)
                 obj, probe, e, steps = pt.pie_iteration(
                     obj, probe, crops, fractions, amp, valid, order, engine=p.engine,
-                    alpha=p.object_step, beta=p.beta, update_probe=it >= p.probe_start,
+                    alpha=p.object_step, beta=p.beta, update_probe=update_probe,
                     refine=refine, propagator=scan.propagator)
                 err = float(e.sum())
             if ctx.is_root:
@@ -303,6 +308,15 @@ class PtychoStage(Stage):
                 # by this invocation; the first also reads the frames and plans the FFTs)
                 "seconds_per_iteration": float(np.median(seconds)) if seconds else None,
                 "position_shift_rms_px": float(shift)}
+
+    @staticmethod
+    def _reduce(ctx: Context, shared: _Shared, it: int, iterations: int, part: str = "sums"):
+        """One pass over the blocks, folded through the back end's fixed tree: the root's
+        memory holds one object-sized partial, not one result per block."""
+        tasks = [(it, b) for b in range(len(shared.blocks))]
+        return ctx.reduce(ptycho_block, tasks, shared, combine=combine,
+                          names=[f"ptycho-it{it:04d}-{part}-b{b}" for b in range(len(tasks))],
+                          desc=f"iteration {it + 1}/{iterations}")
 
     def summary(self, attrs: dict, opts, seconds: float) -> list[str]:
         p = opts.params.engine

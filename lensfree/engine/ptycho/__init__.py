@@ -22,6 +22,8 @@ Modules, along the seams of the method:
 - ``pie``: ePIE and rPIE, serial, :func:`pie_iteration`.
 - ``parallel``: blocks of positions return sums that the root folds in block order,
   :func:`block_update` and :func:`apply_update`.
+- ``lsqml``: LSQML (Odstrcil et al. 2018): the parallel form's directions with every
+  position's optimal step lengths, a second pass of block sums.
 - ``positions``: the steps applied, bounded, global part removed, :func:`refine_positions`.
 - ``score``: object and position errors against a truth, :func:`score`.
 - ``params``: :class:`PtychoParams`.
@@ -33,6 +35,7 @@ References
 ----------
 A. M. Maiden and J. M. Rodenburg, Ultramicroscopy 109, 1256 (2009).
 A. M. Maiden, D. Johnson and P. Li, Optica 4, 736 (2017).
+M. Odstrcil, A. Menzel and M. Guizar-Sicairos, Opt. Express 26, 3108 (2018) (LSQML).
 P. Thibault and A. Menzel, Nature 494, 68 (2013) (mixed states).
 P. Dwivedi et al., Ultramicroscopy 192, 29 (2018) (gradient position correction).
 """

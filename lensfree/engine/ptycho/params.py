@@ -15,14 +15,15 @@ from lensfree.engine.params import (
     within,
 )
 
-ENGINES = ("epie", "rpie", "parallel")
+ENGINES = ("epie", "rpie", "parallel", "lsqml")
 
 
 @dataclass(frozen=True)
 class PtychoParams:
     """Reconstruction parameters.
 
-    engine : ``epie``, ``rpie`` (serial) or ``parallel`` (blocks reduced every iteration).
+    engine : ``epie``, ``rpie`` (serial), ``parallel`` (blocks reduced every iteration) or
+        ``lsqml`` (the parallel form with each position's optimal step, two passes).
     alpha : object step. ePIE: ``alpha conj(P) dpsi / max|P|^2`` (1.0); rPIE: the
         regularisation weight of its denominator (0.1 is Maiden 2017's choice).
     beta : probe step of ePIE/rPIE (1.0).
@@ -34,7 +35,8 @@ class PtychoParams:
     refine_gain, max_step : ``dr <- clip(gain * dr, -max_step, max_step)`` px per update.
     """
 
-    engine: str = param("parallel", "serial ePIE/rPIE, or blocks reduced every iteration",
+    engine: str = param("parallel", "serial ePIE/rPIE, or blocks reduced every iteration "
+                        "(parallel, and LSQML with optimal steps)",
                         choices=ENGINES, check=one_of(*ENGINES))
     iterations: int = param(100, "iterations", check=at_least(1))
     probe_modes: int = param(1, "incoherent probe modes", check=within(1, 16, closed="both"))
