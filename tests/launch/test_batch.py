@@ -38,3 +38,21 @@ def test_manifest_errors_name_the_problem(tmp_path, capsys):
     assert main(["batch", str(manifest)]) == 2
     err = capsys.readouterr().err
     assert "m.toml" in err and "output" in err and "config" in err
+
+
+def test_batch_reruns_a_dataset_whose_config_changed(tmp_path, capsys):
+    params = EnsembleParams(n_frames=100, shape=(64, 64), distance_m=0.0625, seed=3)
+    simulate_ensemble(LocalBackend(1, progress=False), params, str(tmp_path / "a.zarr"),
+                      chunk_frames=32)
+    config = tmp_path / "sum.toml"
+    config.write_text('[sum]\nframes = "{input}"\nout = "{output}"\nbin = 2\n')
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("name,input,output,config\na,a.zarr,out/a.zarr,sum.toml\n"
+                        "b,a.zarr,out/b.zarr,sum.toml\n")
+    assert main(["batch", str(manifest)]) == 0
+    assert "2 done, 0 skipped" in capsys.readouterr().out
+    config.write_text('[sum]\nframes = "{input}"\nout = "{output}"\nbin = 4\n')
+    assert main(["batch", str(manifest)]) == 0
+    assert "2 done, 0 skipped" in capsys.readouterr().out  # not "already complete"
+    assert main(["batch", str(manifest)]) == 0
+    assert "0 done, 2 skipped" in capsys.readouterr().out
