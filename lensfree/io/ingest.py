@@ -37,9 +37,9 @@ import numpy as np
 import lensfree
 from lensfree.errors import LensfreeError
 from lensfree.io.frames import (
-    DEFAULT_CHUNK_FRAMES,
     GEOMETRY_KEYS,
     Geometry,
+    chunk_frames_for,
     create_frame_store,
     partial_path,
     publish,
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 
 def ingest(input: str, out: str, *, dataset: str | None = None, mask_dataset: str | None = None,
-           geometry: Geometry | None = None, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+           geometry: Geometry | None = None, chunk_frames: int | None = None,
            progress: bool = True) -> dict:
     """Convert a CXI, Eiger or plain HDF5 file into the frame store ``out``, chunk by chunk.
 
@@ -65,7 +65,8 @@ def ingest(input: str, out: str, *, dataset: str | None = None, mask_dataset: st
     dataset : HDF5 path of the frames; given, the file is read as plain HDF5.
     mask_dataset : HDF5 path of an (H, W) mask, nonzero = bad; replaces the file's mask.
     geometry : fields that are not None override the file's geometry.
-    chunk_frames : frames per chunk of ``frames``, and per read.
+    chunk_frames : frames per chunk of ``frames``, and per read; None: chosen from the
+        frame size (`lensfree.io.frames.chunk_frames_for`, ~32 MB a chunk).
     progress : tqdm bar on stderr.
 
     Returns
@@ -75,12 +76,14 @@ def ingest(input: str, out: str, *, dataset: str | None = None, mask_dataset: st
     """
     import hdf5plugin  # noqa: F401  (registers the Eiger bitshuffle-LZ4 filter with h5py)
 
-    if chunk_frames < 1:
+    if chunk_frames is not None and chunk_frames < 1:
         raise LensfreeError(f"chunk_frames {chunk_frames}: must be at least 1")
     input, out = os.fspath(input), os.fspath(out).rstrip("/")
     f = _open_hdf5(input)
     with f:
         src = open_source(f, input, dataset)
+        if chunk_frames is None:
+            chunk_frames = chunk_frames_for(src.frame_shape, src.dtype)
         if mask_dataset is not None:
             src.mask = read_mask(f, input, mask_dataset, src.frame_shape)
         attrs, geometry_attrs = _store_attrs(src, input, geometry)

@@ -39,7 +39,8 @@ class SimulateEnsembleOptions:
     invalid_fraction: float | None = param(None, "share of frames planted invalid",
                                            default_help="0.01 for float dtypes, 0 for integer")
     dtype: str = param("float32", "float32, uint16, ...", check=_number_type)
-    chunk: int = param(64, "frames per chunk", check=at_least(1))
+    chunk: int | None = param(None, "frames per chunk", check=optional(at_least(1)),
+                              default_help="~32 MB of frames, at least 1")
     execution: Execution = param(default_factory=Execution, group="execution")
 
 
@@ -167,7 +168,8 @@ class IngestOptions:
     dataset: str | None = param(None, "HDF5 path of the frames (plain HDF5)", default_help="auto")
     mask_dataset: str | None = param(None, "HDF5 path of a mask (nonzero = bad)",
                                      default_help="auto")
-    chunk: int = param(64, "frames per chunk", check=at_least(1))
+    chunk: int | None = param(None, "frames per chunk", check=optional(at_least(1)),
+                              default_help="~32 MB of frames, at least 1")
     quiet: bool = param(False, "no progress bars", action="store_true")
     geometry: GeometryOptions = param(default_factory=GeometryOptions,
                                       group="geometry (overrides the file's)")

@@ -17,20 +17,28 @@ from lensfree.partitioning import Shard, frame_shards
 def _simulate_shard(shard: Shard, shared) -> int:
     path, params, kinds = shared
     frames = zarr.open_array(f"{path}/frames", mode="r+")
-    # shards hold whole chunks, so no two workers ever write the same chunk
-    frames[shard.start : shard.stop] = simulate.simulate_frames(
-        params, shard.start, shard.stop, kinds)
+    k = frames.chunks[0]
+    # shards hold whole chunks, so no two workers ever write the same chunk; one chunk
+    # at a time, so a task holds one chunk of frames whatever the frame size
+    for start in range(shard.start, shard.stop, k):
+        stop = min(start + k, shard.stop)
+        frames[start:stop] = simulate.simulate_frames(params, start, stop, kinds)
     return shard.stop - shard.start
 
 
 def simulate_ensemble(backend: Backend, params: simulate.EnsembleParams, out: str,
-                      chunk_frames: int = frame_io.DEFAULT_CHUNK_FRAMES) -> dict | None:
+                      chunk_frames: int | None = None) -> dict | None:
     """Write an ensemble frame store; the truth (planted kinds, centre) goes in its attrs.
+
+    ``chunk_frames``: frames per chunk; None chooses it from the frame size
+    (`lensfree.io.frames.chunk_frames_for`: ~32 MB a chunk, at least one frame).
 
     The store is built at ``out.partial`` and renamed to ``out`` when every frame is in,
     so a killed simulation never leaves a store that looks whole.
     """
     kinds = simulate.plant(params)
+    if chunk_frames is None:
+        chunk_frames = frame_io.chunk_frames_for(params.shape, params.dtype)
     attrs = partial = None
     if backend.is_root:
         partial = frame_io.partial_path(out)

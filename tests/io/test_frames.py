@@ -11,6 +11,8 @@ import zarr
 from lensfree.errors import LensfreeError
 from lensfree.io.frames import (
     Geometry,
+    chunk_frames_for,
+    chunk_reader,
     create_frame_store,
     open_frames,
     partial_path,
@@ -236,3 +238,39 @@ def test_unknown_geometry_has_no_real_space_pixel():
     assert not partial.known and partial.real_space_pixel(512) is None
     assert partial.as_attrs() == {"wavelength_m": 1e-10, "distance_m": 2.0}
     assert Geometry().as_attrs() == {} and Geometry().real_space_pixel(64) is None
+
+
+# ---- chunk_reader, chunk_frames_for ------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.float32])
+def test_chunk_reader_decodes_into_one_buffer_what_zarr_reads(tmp_path, dtype):
+    path = str(tmp_path / "f.zarr")
+    frames = _store(path, n=11, chunk=4, dtype=dtype, seed=4)
+    reader = chunk_reader(path)
+    assert reader._direct  # plain Blosc: decoded straight into the reused buffer
+    first = reader.read(0, 4)
+    np.testing.assert_array_equal(first, frames[0:4])
+    last = reader.read(8, 11)  # the short last chunk
+    np.testing.assert_array_equal(last, frames[8:11])
+    assert np.shares_memory(first, last)  # one buffer, reused
+    reader.release()
+    np.testing.assert_array_equal(reader.read(4, 8), frames[4:8])
+
+
+def test_chunk_reader_lists_absent_chunks_once_without_reading(tmp_path):
+    path = str(tmp_path / "f.zarr")
+    _store(path, n=11, chunk=4)
+    reader = chunk_reader(path)
+    assert reader.absent(0, 11) == []
+    os.remove(os.path.join(path, "frames", "c", "1", "0", "0"))
+    os.remove(os.path.join(path, "frames", "c", "2", "0", "0"))
+    # frames 4..10 are gone: Zarr would read them as the fill value, 0
+    assert reader.absent(0, 11) == [(4, 11)]
+    assert reader.absent(0, 4) == [] and reader.absent(5, 7) == [(5, 7)]
+    assert (read_frames(path, 4, 8) == 0).all()
+
+
+def test_chunk_frames_for_aims_at_tens_of_megabytes():
+    assert chunk_frames_for((256, 256), np.uint16) == 256
+    assert chunk_frames_for((2048, 2048), np.uint16) == 4
+    assert chunk_frames_for((4150, 4371), np.uint32) == 1  # an Eiger 16M frame is 73 MB
