@@ -5,7 +5,7 @@ The parallel engine runs each iteration as one ``backend.reduce`` over blocks of
 by the workers), one leaf per block; LSQML runs two (the directions, then every
 position's step lengths). The object, probe, crops and sub-pixel rests travel once per
 iteration as the shared value, and every worker process reads a block's frames from the
-store once and keeps their amplitudes for the next iterations (`_block_amplitudes`). The
+store once and keeps their amplitudes for the next iterations (`block_amplitudes`). The
 blocks' sums are plain sums folded in the back end's fixed tree (`sums.combine`, the same
 numbers on every back end and worker count), so the root holds one object-sized partial
 whatever the number of positions; it updates object, probe and positions and broadcasts
@@ -17,7 +17,10 @@ both in the input's unit and frame, ``errors`` (iterations,) Fourier error per i
 (NaN until done). Attrs: ``object_origin`` (position-frame coordinate of object pixel
 (0, 0), px), ``positions_unit``, ``propagation`` (``far-field`` or ``near-field``: the
 store's or ``--propagation``), ``object_pixel_m`` (metres per object pixel, None when the
-geometry is unknown), ``iterations_done`` (the checkpoint), then ``complete``.
+geometry is unknown), ``iterations_done`` (the checkpoint), then ``complete``; with
+``--split-frc`` also ``frc``, ``frc_threshold``, ``frc_frequency`` (cycles per object
+pixel) and attrs ``frc_resolution_px`` / ``frc_resolution_m`` (full period at the half-bit
+crossing; 2 px when it never crosses).
 A rerun with the same parameters resumes from the last checkpoint.
 """
 
@@ -25,9 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -36,7 +37,7 @@ import zarr
 from lensfree.engine import ptycho as pt
 from lensfree.engine.params import at_least, check_fields, optional, param, positive
 from lensfree.engine.ptycho import lsqml
-from lensfree.engine.ptycho.sums import Partial, combine
+from lensfree.engine.ptycho.sums import combine
 from lensfree.errors import LensfreeError
 from lensfree.io import frames as frame_io
 from lensfree.io import runstore
@@ -45,6 +46,7 @@ from lensfree.io.scan import load_npz_scan as load_npz_scan  # moved there, kept
 from lensfree.io.scan import simulate_ptycho as simulate_ptycho
 from lensfree.io.scan import write_ptycho_frames as write_ptycho_frames
 from lensfree.launch.backends import Backend
+from lensfree.launch.ptycho_workers import Shared, block_amplitudes, ptycho_block
 from lensfree.launch.stage import Context, Execution, Stage, run_stage
 from lensfree.partitioning import position_blocks
 
@@ -76,6 +78,10 @@ class PtychoStageParams:
         numbers depend on it, never on the workers.
     checkpoint_every : write object, probe, positions and errors every so many iterations.
     margin : object pixels around the outermost probe positions.
+    split_frc : after the run, the even and the odd positions each reconstructed alone
+        (same start and parameters), and the FRC of the two objects with its half-bit
+        resolution stored (``frc``, ``frc_threshold``, ``frc_frequency``; attrs
+        ``frc_resolution_px``, ``frc_resolution_m``).
     """
 
     engine: pt.PtychoParams = param(default_factory=pt.PtychoParams)
@@ -86,6 +92,9 @@ class PtychoStageParams:
     checkpoint_every: int = param(10, "iterations between checkpoints", check=at_least(1))
     margin: int = param(8, "object pixels around the outermost probe positions",
                         check=at_least(0))
+    split_frc: bool = param(False, "also reconstruct the scan's two interleaved halves and "
+                            "store the Fourier ring correlation of their objects",
+                            action="store_true")
 
     def __post_init__(self):
         check_fields(self)
@@ -99,76 +108,6 @@ class PtychoOptions:
     out: str = param(None, "run store to write (RUN.zarr)", required=True)
     params: PtychoStageParams = param(default_factory=PtychoStageParams)
     execution: Execution = param(default_factory=Execution, group="execution")
-
-
-# ----------------------------------------------------------------------------- workers
-
-#: bytes of amplitudes a worker process keeps between iterations (LRU over blocks)
-AMPLITUDE_CACHE_BYTES = int(float(os.environ.get("LENSFREE_PTYCHO_CACHE_MB", "4096")) * 2**20)
-
-_amplitude_cache: OrderedDict = OrderedDict()
-_amplitude_lock = threading.Lock()
-
-
-def _block_amplitudes(path: str, mask: np.ndarray, index: np.ndarray, centred: bool = True):
-    """``(amplitude, valid or None)`` of a block's frames, read once per process and kept
-    for the next iterations (LRU, `AMPLITUDE_CACHE_BYTES`). The key holds the frames'
-    metadata time, so a store rewritten at the same path is read again."""
-    try:
-        stamp = os.stat(os.path.join(path, "frames", "zarr.json")).st_mtime_ns
-    except OSError:
-        stamp = 0
-    key = (os.path.abspath(path), stamp, centred, index.tobytes())
-    with _amplitude_lock:
-        hit = _amplitude_cache.get(key)
-        if hit is not None:
-            _amplitude_cache.move_to_end(key)
-            return hit
-    frames = zarr.open_array(os.path.join(path, "frames"), mode="r")
-    block = frames.get_orthogonal_selection((index, slice(None), slice(None)))
-    amp, valid = pt.prepare_amplitudes(block, mask, centred=centred)
-    hit = (amp, None if valid.all() else valid)
-    with _amplitude_lock:
-        _amplitude_cache[key] = hit
-        total = sum(a.nbytes + (v.nbytes if v is not None else 0)
-                    for a, v in _amplitude_cache.values())
-        while total > AMPLITUDE_CACHE_BYTES and len(_amplitude_cache) > 1:
-            a, v = _amplitude_cache.popitem(last=False)[1]
-            total -= a.nbytes + (v.nbytes if v is not None else 0)
-    return hit
-
-
-@dataclass(frozen=True)
-class _Shared:
-    path: str
-    mask: np.ndarray
-    blocks: tuple
-    obj: np.ndarray
-    probe: np.ndarray
-    crops: np.ndarray
-    fractions: np.ndarray
-    refine: bool
-    propagator: pt.Propagator
-    dobj: np.ndarray | None = None     # LSQML's second pass: the directions
-    dprobe: np.ndarray | None = None
-
-
-def ptycho_block(task: tuple[int, int], shared: _Shared) -> Partial:
-    """One leaf of one iteration's reduction: block ``b``'s sums against the shared object
-    and probe (:func:`block_update`), or in LSQML's second pass its step-weighted sums
-    (:func:`lsqml.step_block`), as a :class:`Partial`."""
-    _, b = task
-    index = shared.blocks[b]
-    amp, valid = _block_amplitudes(shared.path, shared.mask, index,
-                                   shared.propagator.centred_frames)
-    args = (shared.crops[index], shared.fractions[index], amp, valid)
-    if shared.dobj is not None:
-        result = lsqml.step_block(shared.obj, shared.probe, shared.dobj, shared.dprobe, *args,
-                                  propagator=shared.propagator)
-        return Partial.of(result, index)
-    result = pt.block_update(shared.obj, shared.probe, *args, refine=shared.refine,
-                             propagator=shared.propagator)
-    return Partial.of(result, index)
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -231,20 +170,23 @@ class PtychoStage(Stage):
             log.info("resuming %s at iteration %d", ctx.run_path, done)
             return (done, np.asarray(group["object"][...]), np.asarray(group["probe"][...]),
                     scan.to_px(group["positions"][...]), np.asarray(group["errors"][...]))
-        n = scan.store.n_frames
+        return (0, np.ones(inp.shape, np.complex64), self._first_probe(opts, inp),
+                scan.positions_px.copy(), np.full(p.iterations, np.nan))
+
+    @staticmethod
+    def _first_probe(opts, inp: PtychoInput) -> np.ndarray:
+        scan = inp.scan
         prop = scan.propagator
-        amp, _ = pt.prepare_amplitudes(frame_io.read_frames(opts.frames, 0, min(n, 256)),
-                                       centred=prop.centred_frames)
-        probe = pt.initial_probe(scan.probe, amp, p.probe_modes, prop)
-        return (0, np.ones(inp.shape, np.complex64), probe, scan.positions_px.copy(),
-                np.full(p.iterations, np.nan))
+        amp, _ = pt.prepare_amplitudes(
+            frame_io.read_frames(opts.frames, 0, min(scan.store.n_frames, 256)),
+            centred=prop.centred_frames)
+        return pt.initial_probe(scan.probe, amp, opts.params.engine.probe_modes, prop)
 
     def execute(self, ctx: Context, opts, inp: PtychoInput) -> dict | None:
         from lensfree.engine import fft
 
-        scan, p = inp.scan, opts.params.engine
+        scan = inp.scan
         n, (h, w) = scan.store.n_frames, scan.store.frame_shape
-        initial, blocks = scan.positions_px, inp.blocks
         state = total = None
         if ctx.is_root:
             state = self._start(ctx, opts, inp)
@@ -252,6 +194,34 @@ class PtychoStage(Stage):
             frames = zarr.open_array(os.path.join(opts.frames, "frames"), mode="r")
             total = _total_power(frames, scan.store.mask)
         start, obj, probe, positions, errors = ctx.bcast(state)
+        initial = scan.positions_px
+        obj, probe, positions, seconds = self._iterate(
+            ctx, opts, inp, np.arange(n), inp.blocks, start, (obj, probe, positions), errors,
+            total)
+        frc = self._split_frc(ctx, opts, inp) if opts.params.split_frc else None
+        if not ctx.is_root:
+            return None
+        moves = np.sqrt(np.sum((positions - initial) ** 2, axis=1))
+        out = {"final_error": float(errors[-1]), "n_blocks": len(inp.blocks),
+               # wall time of one iteration on this run's back end (median over those run
+               # by this invocation; the first also reads the frames and plans the FFTs)
+               "seconds_per_iteration": float(np.median(seconds)) if seconds else None,
+               "position_shift_rms_px": float(np.sqrt(np.mean(moves ** 2))),
+               "position_shift_max_px": float(moves.max())}
+        if frc is not None:
+            out.update(frc)
+        return out
+
+    def _iterate(self, ctx: Context, opts, inp: PtychoInput, index, blocks, start, state,
+                 errors, total):
+        """Iterations ``start..`` over the positions ``index`` (frame indices) cut into
+        ``blocks`` (indices into ``index``); ``state`` (object, probe, positions (k, 2) px).
+        With ``errors`` (the whole scan) each iteration's error is kept and checkpoints are
+        written; without (a half of the scan) nothing is written."""
+        scan, p = inp.scan, opts.params.engine
+        h, w = scan.store.frame_shape
+        obj, probe, positions = state
+        initial = scan.positions_px[index]
         seconds = []
         for it in range(start, p.iterations):
             t0 = time.perf_counter()
@@ -259,7 +229,7 @@ class PtychoStage(Stage):
             update_probe = it >= p.probe_start
             crops, fractions = pt.corners(positions, inp.origin, inp.shape, (h, w))
             if p.engine in ("parallel", "lsqml"):
-                shared = _Shared(opts.frames, scan.store.mask, blocks, obj, probe, crops,
+                shared = Shared(opts.frames, scan.store.mask, blocks, index, obj, probe, crops,
                                  fractions, refine, scan.propagator)
                 sums = self._reduce(ctx, shared, it, p.iterations)
                 if p.engine == "lsqml":
@@ -279,38 +249,67 @@ class PtychoStage(Stage):
                                                      update_probe=update_probe,
                                                      regularisation=p.regularisation)
                     err = sums.error
-                    steps = sums.per_position(n) if refine else None
+                    steps = sums.per_position(len(index)) if refine else None
             elif ctx.is_root:
-                amp, valid = _block_amplitudes(opts.frames, scan.store.mask, np.arange(n),
+                amp, valid = block_amplitudes(opts.frames, scan.store.mask, index,
                                                scan.propagator.centred_frames)
                 valid = np.ones(amp.shape, bool) if valid is None else valid
-                order = np.random.default_rng([p.seed, it]).permutation(n)
+                order = np.random.default_rng([p.seed, it]).permutation(len(index))
                 obj, probe, e, steps = pt.pie_iteration(
                     obj, probe, crops, fractions, amp, valid, order, engine=p.engine,
                     alpha=p.object_step, beta=p.beta, update_probe=update_probe,
                     refine=refine, propagator=scan.propagator)
                 err = float(e.sum())
             if ctx.is_root:
-                errors[it] = err / total
                 if refine:
                     positions = pt.refine_positions(positions, steps, initial,
                                                     gain=p.refine_gain, max_step=p.max_step)
-                done = it + 1
-                if done % opts.params.checkpoint_every == 0 or done == p.iterations:
-                    _checkpoint(ctx.group, scan, obj, probe, positions, errors, done)
+                if errors is not None:
+                    errors[it] = err / total
+                    done = it + 1
+                    if done % opts.params.checkpoint_every == 0 or done == p.iterations:
+                        _checkpoint(ctx.group, scan, obj, probe, positions, errors, done)
             obj, probe, positions = ctx.bcast((obj, probe, positions))
             seconds.append(time.perf_counter() - t0)
+        return obj, probe, positions, seconds
+
+    def _split_frc(self, ctx: Context, opts, inp: PtychoInput) -> dict | None:
+        """The scan's two interleaved halves (even and odd positions) reconstructed alone,
+        from the same start and with the same parameters, and the Fourier ring correlation
+        of their objects over the pixels both lit: written to ``frc*``, attrs returned."""
+        from lensfree.engine.ptycho.frc import fourier_ring_correlation
+
+        scan = inp.scan
+        n = scan.store.n_frames
+        first = ctx.bcast(self._first_probe(opts, inp) if ctx.is_root else None)
+        halves = []
+        for half in (0, 1):
+            index = np.arange(half, n, 2)
+            local = scan.positions_px[index]
+            nb = max(1, len(inp.blocks) // 2)
+            blocks = tuple(position_blocks(local, min(nb, len(index))))
+            obj, probe, positions, _ = self._iterate(
+                ctx, opts, inp, index, blocks, 0,
+                (np.ones(inp.shape, np.complex64), first.copy(), local.copy()), None, None)
+            halves.append((obj, probe, positions))
         if not ctx.is_root:
             return None
-        shift = np.sqrt(np.mean(np.sum((positions - initial) ** 2, axis=1)))
-        return {"final_error": float(errors[-1]), "n_blocks": len(blocks),
-                # wall time of one iteration on this run's back end (median over those run
-                # by this invocation; the first also reads the frames and plans the FFTs)
-                "seconds_per_iteration": float(np.median(seconds)) if seconds else None,
-                "position_shift_rms_px": float(shift)}
+        lit = np.ones(inp.shape, bool)
+        for _, probe, positions in halves:
+            crops, _ = pt.corners(positions, inp.origin, inp.shape, probe.shape[-2:])
+            light = pt.illumination(crops, probe, inp.shape)
+            lit &= light > 0.1 * light.max()
+        result = fourier_ring_correlation(halves[0][0], halves[1][0], lit)
+        group = ctx.group
+        for name, values in (("frc", result.frc), ("frc_threshold", result.threshold),
+                             ("frc_frequency", result.frequency)):
+            runstore.write_array(group, name, values)
+        pixel = _object_pixel(scan)
+        return {"frc_resolution_px": result.resolution_px,
+                "frc_resolution_m": None if pixel is None else result.resolution_px * pixel}
 
     @staticmethod
-    def _reduce(ctx: Context, shared: _Shared, it: int, iterations: int, part: str = "sums"):
+    def _reduce(ctx: Context, shared: Shared, it: int, iterations: int, part: str = "sums"):
         """One pass over the blocks, folded through the back end's fixed tree: the root's
         memory holds one object-sized partial, not one result per block."""
         tasks = [(it, b) for b in range(len(shared.blocks))]

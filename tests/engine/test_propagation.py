@@ -134,3 +134,24 @@ def test_near_field_refinement_cuts_position_errors():
     assert after < 0.4 * before
     s = pt.score(obj, probe, pos, recorded, origin, obj_true, positions)
     assert s.object_error < 0.15
+
+
+def test_frc_of_identical_objects_is_one_and_of_independent_noise_zero():
+    from lensfree.engine.ptycho.frc import fourier_ring_correlation, half_bit
+
+    obj = sp.test_object((96, 96))
+    lit = np.zeros((96, 96), bool)
+    lit[10:86, 10:86] = True
+    same = fourier_ring_correlation(obj, obj * np.exp(1j * 0.7), lit)
+    assert np.allclose(same.frc[1:], 1.0, atol=1e-9)
+    assert same.resolution_px == 2.0
+    rng = np.random.default_rng(0)
+    noise = [rng.normal(size=(96, 96)) + 1j * rng.normal(size=(96, 96)) for _ in range(2)]
+    indep = fourier_ring_correlation(*noise, lit)
+    assert abs(indep.frc[4:].mean()) < 0.03 and np.abs(indep.frc[4:]).max() < 0.35
+    assert indep.resolution_px > 10  # crosses the threshold in the first rings
+    # a reconstruction with noise: the object's signal, not noise, is correlated
+    noisy = [obj + 0.3 * n for n in noise]
+    both = fourier_ring_correlation(*noisy, lit)
+    assert both.frc[1:6].min() > 0.9
+    assert half_bit(np.array([1e12]))[0] == pytest.approx(0.2071 / 1.2071, rel=1e-5)

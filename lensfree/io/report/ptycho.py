@@ -1,4 +1,5 @@
-"""Figures and summary of ``ptycho/``: object, probe modes, errors per iteration, scan."""
+"""Figures and summary of ``ptycho/``: object, probe modes, errors per iteration, scan,
+the two halves' Fourier ring correlation (``--split-frc``)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,28 @@ def plot_scan(run_path: str, out_png: str) -> str:
     return save(fig, out_png)
 
 
+def plot_frc(run_path: str, out_png: str) -> str:
+    """FRC of the two half-scan objects against the half-bit threshold."""
+    import zarr
+
+    plt = pyplot()
+    group = zarr.open_group(run_path, mode="r")["ptycho"]
+    f = np.asarray(group["frc_frequency"][...])
+    frc, threshold = np.asarray(group["frc"][...]), np.asarray(group["frc_threshold"][...])
+    res = group.attrs.get("frc_resolution_px")
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    ax.plot(f[1:], frc[1:], "-", label="FRC of the two halves")
+    ax.plot(f[1:], threshold[1:], "--", color="0.4", label="half-bit threshold")
+    if res is not None and res > 2.0:
+        ax.axvline(1 / res, color="C3", lw=0.8, label=f"crossing: {res:.3g} px")
+    ax.set_xlabel("spatial frequency (cycles per object pixel)")
+    ax.set_ylabel("FRC")
+    ax.set_ylim(-0.1, 1.05)
+    ax.set_title("Fourier ring correlation, interleaved halves")
+    ax.legend(fontsize=8)
+    return save(fig, out_png)
+
+
 def summary_lines(run) -> list[str]:
     """Engine, iterations, probe modes and positions; the final error and the refinement."""
     a = run["ptycho"].attrs
@@ -100,7 +123,17 @@ def summary_lines(run) -> list[str]:
     if a.get("final_error") is not None:
         lines.append(f"- final Fourier error {a['final_error']:.4g}")
     if a.get("position_shift_rms_px") is not None:
-        lines.append(f"- positions moved {a['position_shift_rms_px']:.3g} px RMS by refinement")
+        most = a.get("position_shift_max_px")
+        lines.append(f"- positions moved {a['position_shift_rms_px']:.3g} px RMS"
+                     + ("" if most is None else f", {most:.3g} px at most")
+                     + " by refinement")
+    if a.get("propagation") == "near-field":
+        lines.append("- near-field (angular spectrum) propagation")
+    if a.get("frc_resolution_px") is not None:
+        res, metres = a["frc_resolution_px"], a.get("frc_resolution_m")
+        where = ("beyond Nyquist: FRC above half-bit at every frequency" if res <= 2.0
+                 else f"{res:.3g} px" + ("" if metres is None else f" ({metres * 1e9:.3g} nm)"))
+        lines.append(f"- resolution (FRC of two interleaved halves, half-bit): {where}")
     return [*lines, ""]
 
 
@@ -109,4 +142,6 @@ SECTION = Section("ptycho", (
     Figure("probe.png", plot_probe, "Probe modes"),
     Figure("ptycho_errors.png", plot_ptycho_errors, "Error per iteration"),
     Figure("scan.png", plot_scan, "Scan and position corrections"),
+    Figure("frc.png", plot_frc, "Fourier ring correlation of two half scans",
+           array="ptycho/frc"),
 ), summary_lines)
