@@ -82,3 +82,4 @@ class Status(Command):
 COMMANDS = {c.name: c for c in (commands.Demo(), commands.SimulateEnsemble(),
                                 commands.SimulateObject(), commands.SimulatePtycho(),
                                 commands.Ingest(), *STAGES.values(), Report(), Status())}
+COMMANDS["export"] = __import__("lensfree.launch.export", fromlist=["Export"]).Export()
