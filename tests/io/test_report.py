@@ -93,3 +93,74 @@ def test_report_bad_input_is_a_one_line_error(tmp_path, capsys):
     code = main(["report", run, "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and run in err and "no finished stage" in err
+
+
+def _captured(monkeypatch, module, plot, run, tmp_path):
+    """The matplotlib figure ``plot`` draws, caught before it is saved and closed."""
+    figures = []
+
+    def keep(fig, out_png):
+        figures.append(fig)
+        return out_png
+
+    monkeypatch.setattr(module, "save", keep)
+    plot(run, str(tmp_path / "x.png"))
+    return figures[0]
+
+
+def _images(fig):
+    return [(ax, ax.images[0]) for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+
+
+def test_real_space_panels_have_nm_axes_a_scale_bar_a_crop_and_colour_bars(full_run, tmp_path,
+                                                                         monkeypatch):
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    from lensfree.io.report import gather, phasing
+
+    run = zarr.open_group(full_run, mode="r")
+    pixel_nm = run["ensemble"].attrs["real_space_pixel_m"] * 1e9
+    h, w = run["gather/average"].shape
+    for module, plot, n_panels in ((phasing, phasing.plot_members, 8),
+                                   (gather, gather.plot_average, 2)):  # no model here
+        fig = _captured(monkeypatch, module, plot, full_run, tmp_path)
+        panels = _images(fig)
+        assert len(panels) == n_panels
+        for ax, im in panels:
+            assert ax.get_xlabel() == "x (nm)" and ax.get_ylabel() == "y (nm)"
+            bars = [a for a in ax.artists if isinstance(a, AnchoredSizeBar)]
+            assert len(bars) == 1 and bars[0].txt_label.get_text().endswith(" nm")
+            # cropped to the object (its support, here ~32 px across, plus 8 px a side)
+            rows, cols = im.get_array().shape
+            assert rows <= h - 12 and cols <= w - 12, (rows, cols)
+            x0, x1 = im.get_extent()[:2]
+            assert x1 - x0 == pytest.approx(cols * pixel_nm, rel=1e-6)
+        # a colour bar beside every phase panel (and every amplitude one)
+        phases = [im for _, im in panels if im.get_clim() == (-np.pi, np.pi)]
+        assert len(phases) == (4 if module is phasing else 1)
+        assert all(im.colorbar is not None for im in phases)
+        monkeypatch.undo()
+
+
+def test_missing_pixels_are_red_as_the_caption_says(tmp_path, monkeypatch):
+    """Unmeasured pixels red, measured zero counts at the bottom of the scale (not blank)."""
+    from lensfree.io.report import ensemble
+    from lensfree.io.report._common import MISSING_RGBA
+
+    run = str(tmp_path / "obj.zarr")
+    assert main(["simulate", "object", "--out", run, "--size", "64", "--photons", "1e5",
+                 "--missing-radius", "4"]) == 0
+    e = zarr.open_group(run, mode="r")["ensemble"]
+    amp, valid = e["amplitude"][...], e["valid"][...]
+    assert (valid & (amp == 0)).any() and (~valid).any()  # zero counts and missing pixels
+    fig = _captured(monkeypatch, ensemble, ensemble.plot_pattern, run, tmp_path)
+    ax, im = _images(fig)[0]
+    assert "red: missing" in ax.get_title()
+    shown = im.get_array()
+    np.testing.assert_array_equal(np.ma.getmaskarray(shown), ~valid)
+    assert np.allclose(im.cmap.get_bad(), MISSING_RGBA)
+    assert shown[valid & (amp == 0)].min() == shown.min()  # zeros at the bottom
+    monkeypatch.undo()
+    out = tmp_path / "p.png"
+    ensemble.plot_pattern(run, str(out))
+    assert _has_colour(_picture(out), tuple(int(255 * c) for c in MISSING_RGBA[:3]), tol=30)

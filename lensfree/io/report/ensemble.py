@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lensfree.io.report._common import Figure, Section, pyplot, save
+from lensfree.io.report._common import Figure, Section, log_pattern, pyplot, save
 
 
 def plot_pattern(run_path: str, out_png: str) -> str:
@@ -19,11 +19,8 @@ def plot_pattern(run_path: str, out_png: str) -> str:
     amplitude = np.asarray(group["amplitude"][...], np.float64)
     valid = np.asarray(group["valid"][...], bool)
     fig, ax = plt.subplots(figsize=(6.5, 5.5), constrained_layout=True)
-    shown = np.ma.masked_where(~valid | (amplitude <= 0), amplitude ** 2)
-    im = ax.imshow(np.ma.log10(shown), cmap="viridis")
-    ax.imshow(np.ma.masked_where(valid, np.ones_like(amplitude)), cmap="Reds", vmin=0, vmax=2,
-              alpha=0.8)
-    ax.set_title("pattern A^2, log10 (red: missing)")
+    im = log_pattern(ax, amplitude ** 2, valid)
+    ax.set_title("pattern A^2, log10 (red: missing; zero counts at the bottom)", fontsize=10)
     fig.colorbar(im, ax=ax, shrink=0.8)
     return save(fig, out_png)
 
@@ -37,17 +34,14 @@ def _plot_sum(group, out_png: str) -> str:
     valid = np.asarray(group["valid"][...])
     cy, cx = group.attrs["center"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
-    shown = np.ma.masked_where(~mask | (total <= 0), total)
-    im = axes[0].imshow(np.ma.log10(shown), cmap="viridis")
-    axes[0].imshow(np.ma.masked_where(mask, np.ones_like(total)), cmap="Reds", vmin=0, vmax=2,
-                   alpha=0.8)
+    im = log_pattern(axes[0], total, mask)
     axes[0].plot([cx], [cy], "w+", ms=12)
-    axes[0].set_title("ensemble sum, log10 counts (red: not measured, +: centre)")
+    axes[0].set_title("ensemble sum, log10 counts (red: not measured, +: centre)",
+                      fontsize=10)
     fig.colorbar(im, ax=axes[0], shrink=0.8)
-    amp = np.ma.masked_where(~valid | (amplitude <= 0), amplitude)
-    im = axes[1].imshow(np.ma.log10(amp), cmap="magma")
+    im = log_pattern(axes[1], amplitude, valid)  # viridis holds no red to mistake
     axes[1].set_title(f"phasing amplitude, log10 (binned x{group.attrs['binning']}; "
-                      "white: missing)")
+                      "red: missing)", fontsize=10)
     fig.colorbar(im, ax=axes[1], shrink=0.8)
     return save(fig, out_png)
 

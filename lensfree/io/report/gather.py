@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from lensfree.io.report._common import Figure, Section, bare, num, pyplot, save
+from lensfree.io.report._common import (
+    Figure,
+    Section,
+    num,
+    object_box,
+    phase_panel,
+    pyplot,
+    real_space_pixel,
+    save,
+    show_real,
+)
 
 
 def plot_average(run_path: str, out_png: str) -> str:
-    """The gathered average (amplitude and phase), beside the model when there is one."""
+    """The gathered average (amplitude and phase), beside the model when there is one.
+
+    Cropped to the reference member's support plus a margin, axes in nm (px when the pixel
+    size is unknown) with a scale bar; a colour bar on each panel.
+    """
     import zarr
 
     from lensfree.engine.scoring import align_to_model
@@ -20,21 +34,29 @@ def plot_average(run_path: str, out_png: str) -> str:
     model = None
     if "truth" in run and "object" in run["truth"] and group.attrs.get("ssim") is not None:
         model = np.abs(np.asarray(run["truth/object"][...]))
-    fig, axes = plt.subplots(1, 3 if model is not None else 2,
-                             figsize=(13 if model is not None else 9, 4.5),
+    pixel = real_space_pixel(run)
+    support = None
+    ref = group.attrs.get("reference_member")
+    if ref is not None and "phasing" in run and "supports" in run["phasing"]:
+        support = np.asarray(run["phasing/supports"][int(ref)], bool)
+    box = object_box(average, support)
+    fig, axes = plt.subplots(1, 4 if model is not None else 2,
+                             figsize=(17 if model is not None else 9.5, 4.5),
                              constrained_layout=True)
-    im = axes[0].imshow(np.abs(average), cmap="gray")
-    fig.colorbar(im, ax=axes[0], shrink=0.8)
+    im = show_real(axes[0], np.abs(average), pixel, box, cmap="gray")
+    fig.colorbar(im, ax=axes[0], shrink=0.8, label="amplitude")
     axes[0].set_title(f"average of {group.attrs['n_selected']}: amplitude", fontsize=10)
-    phase = np.ma.masked_where(np.abs(average) < 0.1 * np.abs(average).max(), np.angle(average))
-    im = axes[1].imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)
-    fig.colorbar(im, ax=axes[1], shrink=0.8)
-    axes[1].set_title("phase (rad)", fontsize=10)
+    phase_panel(fig, axes[1], average, pixel, box)
+    axes[1].set_title("phase (grey: amplitude below 10%)", fontsize=10)
     if model is not None:
-        axes[2].imshow(np.hstack([align_to_model(average, model), model]), cmap="gray")
-        axes[2].set_title(f"aligned | model: SSIM {group.attrs['ssim']:.3f}", fontsize=10)
-    for ax in axes:
-        bare(ax)
+        aligned = align_to_model(average, model)
+        top = float(max(aligned.max(), model.max()))
+        model_box = object_box(model)  # both in the model's frame now
+        for ax, image, title in ((axes[2], aligned, "aligned to the model"),
+                                 (axes[3], model, f"model: SSIM {group.attrs['ssim']:.3f}")):
+            im = show_real(ax, image, pixel, model_box, cmap="gray", vmin=0, vmax=top)
+            ax.set_title(title, fontsize=10)
+        fig.colorbar(im, ax=axes[3], shrink=0.8, label="amplitude")
     return save(fig, out_png)
 
 

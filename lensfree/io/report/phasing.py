@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from lensfree.io.report._common import Figure, Section, bare, num, pyplot, save
+from lensfree.io.report._common import (
+    Figure,
+    Section,
+    num,
+    object_box,
+    phase_panel,
+    pyplot,
+    real_space_pixel,
+    save,
+    show_real,
+)
 
 
 def _best_members(group, n_best: int):
@@ -15,23 +25,30 @@ def _best_members(group, n_best: int):
 
 
 def plot_members(run_path: str, out_png: str, n_best: int = 4) -> str:
-    """Amplitude and phase of the best members of the last generation."""
+    """Amplitude and phase of the best members of the last generation.
+
+    Each member cropped to its support plus a margin, axes in nm (px when the pixel size
+    is unknown) with a scale bar, colour bars on every panel.
+    """
     import zarr
 
     plt = pyplot()
-    group = zarr.open_group(run_path, mode="r")["phasing"]
+    run = zarr.open_group(run_path, mode="r")
+    group = run["phasing"]
+    pixel = real_space_pixel(run)
     errors, order = _best_members(group, n_best)
-    fig, axes = plt.subplots(2, len(order), figsize=(3 * len(order), 6), squeeze=False,
+    fig, axes = plt.subplots(2, len(order), figsize=(3.6 * len(order), 6.4), squeeze=False,
                              constrained_layout=True)
     for col, m in enumerate(order):
         obj = np.asarray(group["objects"][int(m)])
-        axes[0, col].imshow(np.abs(obj), cmap="gray")
+        support = (np.asarray(group["supports"][int(m)], bool) if "supports" in group
+                   else None)
+        box = object_box(obj, support)
+        im = show_real(axes[0, col], np.abs(obj), pixel, box, cmap="gray")
+        fig.colorbar(im, ax=axes[0, col], shrink=0.8)
         axes[0, col].set_title(f"member {m}: R_F {errors[-1, m]:.4f}", fontsize=9)
-        phase = np.ma.masked_where(np.abs(obj) < 0.1 * np.abs(obj).max(), np.angle(obj))
-        axes[1, col].imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)
-        axes[1, col].set_title("phase", fontsize=9)
-    for ax in axes.ravel():
-        bare(ax)
+        phase_panel(fig, axes[1, col], obj, pixel, box)
+        axes[1, col].set_title("phase (grey: amplitude < 10%)", fontsize=9)
     return save(fig, out_png)
 
 
