@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, signal
+from scipy import fft as sp_fft
+from scipy import ndimage
 
 from lensfree.engine.params import at_least, check_fields, optional, param, positive, within
 
@@ -227,14 +228,35 @@ def find_center(pattern: np.ndarray, valid: np.ndarray, guess=None, radius: floa
     """
     v = valid.astype(np.float64)
     f = np.sqrt(np.clip(pattern, 0, None)) * v
-    overlap = signal.fftconvolve(v, v)
-    power = signal.fftconvolve(f * f, v)
-    cross = signal.fftconvolve(f, f)
     h, w = pattern.shape
+    # the three full convolutions as scipy.signal.fftconvolve computes them (the same FFT
+    # sizes and products, so the same numbers), one transform alive at a time: at
+    # 2048^2 each padded transform is 134 MB, and fftconvolve's three calls with their
+    # temporaries peaked at 1.4 GB
+    fshape = [sp_fft.next_fast_len(2 * n - 1, True) for n in (h, w)]
+    full = (slice(0, 2 * h - 1), slice(0, 2 * w - 1))
+    spec_v = sp_fft.rfftn(v, fshape)
+    overlap = sp_fft.irfftn(spec_v * spec_v, fshape)[full]
+    spec = sp_fft.rfftn(f * f, fshape)
+    spec *= spec_v
+    spec_v = None
+    power = sp_fft.irfftn(spec, fshape)[full]
+    spec = sp_fft.rfftn(f, fshape)
+    spec *= spec
+    cross = sp_fft.irfftn(spec, fshape)[full]
+    spec = v = f = None
     min_overlap = 0.25 * overlap.max()
+    # err = (2 power - 2 cross) / overlap where the overlap suffices, in place
+    err = np.subtract(power, cross, out=power)
+    cross = None
+    err *= 2
+    enough = overlap > min_overlap
     with np.errstate(divide="ignore", invalid="ignore"):
-        err = np.where(overlap > min_overlap, (2 * power - 2 * cross) / overlap, np.inf)
-    ty, tx = np.indices(err.shape)
+        np.divide(err, overlap, out=err, where=enough)
+    err[~enough] = np.inf
+    overlap = enough = None
+    ty = np.arange(err.shape[0])[:, None]
+    tx = np.arange(err.shape[1])[None, :]
     gy, gx = (h // 2, w // 2) if guess is None else guess
     reach = radius if radius is not None else min(h, w) / 4
     err[np.hypot(ty / 2 - gy, tx / 2 - gx) > reach] = np.inf
