@@ -28,7 +28,7 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
                    fft_shifted: bool = False, center: tuple[float, float] | None = None,
                    zeros: str | None = None, no_support: bool = False,
                    mask_key: str | None = None, mask_good: bool = False,
-                   saturation: float | None = None) -> dict:
+                   saturation: float | None = None, binning: int = 1) -> dict:
     """Write one summed far-field pattern as the ``ensemble/`` group of the run store ``out``.
 
     The group holds what phasing reads, as a finished stage 1 leaves it: ``amplitude``
@@ -36,13 +36,15 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
     ``support`` when the file has one, and, in the file's pixels, ``sum`` (the intensity
     as float64) and ``mask``; ``complete: true`` is written last.
 
-    Hawk (libspimage) files, with ``real``, ``mask`` and ``scaled`` datasets, need no
-    keys: ``key`` defaults to ``real``, ``mask_key`` to ``mask`` with 1 = good, and the
-    file's ``scaled`` and ``shifted`` flags set ``amplitude`` and ``fft_shifted``.
+    Hawk (libspimage) files, with ``real`` (or ``intensities``, the raw files), ``mask``
+    and ``scaled`` datasets, need no keys: ``key`` defaults to ``real``, ``mask_key`` to
+    ``mask`` with 1 = good, and the file's ``scaled`` and ``shifted`` flags set
+    ``amplitude`` and ``fft_shifted``.
 
-    A pattern that is not square is cropped to the largest square window about its
-    centre, so that real-space pixels (``lambda z / (N p)`` per axis) stay square and the
-    object is not stretched; ``window_origin`` says where the window lies.
+    A pattern (binned, with ``binning``) that is not square is cropped to the largest
+    square window about its centre, so that real-space pixels (``lambda z / (N p)`` per
+    axis) stay square and the object is not stretched; ``window_origin`` says where the
+    window lies.
 
     Centre: lensfree stores zero frequency at (h // 2, w // 2). The centre of the pattern
     is found from its centrosymmetry (`lensfree.engine.ensemble.find_center`) unless
@@ -71,6 +73,8 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
         ``mask_good`` its nonzero pixels are the good ones (Hawk: 1 = good).
     saturation : pixels whose value in the file is at or above it are unmeasured (the
         saturated centre of a raw pattern), in the file's units.
+    binning : ``b x b`` binning (`lensfree.engine.pattern.prepare_pattern`: a binned pixel
+        sums its measured pixels, onto a grid whose middle pixel holds the centre).
     geometry : recorded in the attrs when given; patterns carry none.
     amplitude : the file holds amplitudes ``|F|`` rather than intensities.
     fft_shifted : the file has zero frequency at pixel (0, 0).
@@ -89,15 +93,17 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
         raise LensfreeError("--no-support and --support-key: choose one")
     if saturation is not None and not saturation > 0:
         raise LensfreeError(f"--saturation {saturation}: must be > 0")
+    if not (isinstance(binning, int | np.integer) and binning >= 1):
+        raise LensfreeError(f"--bin {binning}: must be an integer >= 1")
     hawk = _hawk_defaults(input) if key is None else None
     if hawk is not None:
-        key = "real"
+        key = hawk["key"]
         if mask_key is None and valid_key is None:
             mask_key, mask_good = "mask", True
         amplitude = amplitude or hawk["scaled"]
         fft_shifted = fft_shifted or (hawk["shifted"] and center is None)
-        log.info("%s: a Hawk (libspimage) file: key 'real', mask 'mask' (1 = good)%s%s",
-                 input, ", amplitudes" if hawk["scaled"] else "",
+        log.info("%s: a Hawk (libspimage) file: key %r, mask 'mask' (1 = good)%s%s",
+                 input, key, ", amplitudes" if hawk["scaled"] else "",
                  ", fft-shifted" if hawk["shifted"] else "")
     if mask_good and mask_key is None:
         raise LensfreeError("--mask-good: name the mask with --mask-key")
@@ -162,19 +168,21 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
     if not (0 <= cy < h and 0 <= cx < w):
         raise LensfreeError(f"{input}: centre ({cy}, {cx}) lies outside the {h}x{w} pattern")
     # a measured pattern goes in as it is: no Friedel patch, no binning, no speckle dropped
-    prepared = prepare_pattern(intensity, valid, center=(cy, cx), patch=False, binning=1,
-                               speckle_diameter=0.0)
+    prepared = prepare_pattern(intensity, valid, center=(cy, cx), patch=False,
+                               binning=int(binning), speckle_diameter=0.0)
     amp_c, valid_c = prepared.amplitude, prepared.valid
     shift = (-prepared.origin[0], -prepared.origin[1])
     origin = list(prepared.origin)
-    if h != w:
+    bh, bw = amp_c.shape
+    if bh != bw:
         # square real-space pixels: the largest square window about the centre
-        n = min(h, w)
-        r0, c0 = h // 2 - n // 2, w // 2 - n // 2
+        n = min(bh, bw)
+        r0, c0 = bh // 2 - n // 2, bw // 2 - n // 2
         amp_c, valid_c = amp_c[r0 : r0 + n, c0 : c0 + n], valid_c[r0 : r0 + n, c0 : c0 + n]
-        origin = [origin[0] + r0, origin[1] + c0]
+        b = int(binning)
+        origin = [origin[0] + r0 * b, origin[1] + c0 * b]
         log.info("%s: %dx%d cropped to the square %dx%d about the centre (square real-space "
-                 "pixels)", input, h, w, n, n)
+                 "pixels)", input, bh, bw, n, n)
     support = None
     if support_key is not None:
         support = _pattern_array(input, load_image(input, support_key), support_key, "support")
@@ -187,7 +195,7 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
     params = {"key": key, "valid_key": valid_key, "support_key": support_key,
               "zero_is_missing": zeros != "measured", "zeros": zeros,
               "no_support": no_support, "mask_key": mask_key, "mask_good": mask_good,
-              "saturation": saturation, "amplitude": amplitude,
+              "saturation": saturation, "binning": int(binning), "amplitude": amplitude,
               "fft_shifted": fft_shifted, "center_given": center_given}
     group = runstore.begin_stage(run, "ensemble", params=params,
                                  inputs={"file": input, "key": key, "shape": [h, w]})
@@ -200,14 +208,15 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
     attrs = {"source": {"file": input, "key": key, "kind": "pattern"},
              "quantity": "amplitude" if amplitude else "intensity",
              "center": [cy, cx], "center_binned": list(prepared.center_binned),
-             "shift": list(shift), "binning": 1, "window_origin": origin,
+             "shift": list(shift), "binning": int(binning), "window_origin": origin,
              "n_valid": int(valid_c.sum()), "has_support": support is not None,
              "zeros_unmeasured": int(n_zero - (valid & (intensity == 0)).sum())}
     if geometry is not None:
         attrs.update(geometry.as_attrs())
         if geometry.known:
-            attrs["binned_pixel_size_m"] = geometry.pixel_size_m
-            attrs["real_space_pixel_m"] = geometry.real_space_pixel(amp_c.shape[0])
+            attrs["binned_pixel_size_m"] = geometry.pixel_size_m * int(binning)
+            attrs["real_space_pixel_m"] = geometry.real_space_pixel(amp_c.shape[0],
+                                                                    int(binning))
     runstore.finish_stage(group, **attrs)
     return {"shape": (h, w), "center": (cy, cx), "shift": shift, "n_valid": attrs["n_valid"],
             "has_support": support is not None, "quantity": attrs["quantity"],
@@ -252,20 +261,21 @@ def connected_zeros(intensity: np.ndarray, gap_pixels: int = 25,
 
 
 def _hawk_defaults(path: str) -> dict | None:
-    """``{"scaled", "shifted"}`` of a Hawk (libspimage) file, None for any other file."""
+    """``{"key", "scaled", "shifted"}`` of a Hawk (libspimage) file, None for any other."""
     if not path.lower().endswith((".h5", ".hdf5")) or not os.path.isfile(path):
         return None
     try:
         import h5py
 
         with h5py.File(path, "r") as f:
-            if not all(k in f for k in ("real", "mask", "scaled")):
+            data = next((k for k in ("real", "intensities") if k in f), None)
+            if data is None or not all(k in f for k in ("mask", "scaled")):
                 return None
             flag = {k: bool(np.asarray(f[k][()]).ravel()[0]) if k in f else False
                     for k in ("scaled", "shifted")}
     except Exception:  # load_image reports unreadable files
         return None
-    return flag
+    return {"key": data, **flag}
 
 
 def _npz_defaults(path: str, key, support_key):

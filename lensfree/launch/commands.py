@@ -192,6 +192,8 @@ class IngestOptions:
     saturation: float | None = param(None, "pixels at or above this value (file units) are "
                                      "unmeasured", check=optional(positive),
                                      default_help="none", metavar="COUNTS")
+    binning: int = param(1, "bin factor of the pattern (then cropped square)",
+                         check=at_least(1), flag="bin")
     amplitude: bool = param(False, "the file holds amplitudes", action="store_true")
     fft_shifted: bool = param(False, "zero frequency at pixel (0, 0)", action="store_true")
     center: tuple[float, float] | None = param(None, "zero frequency in file pixels", nargs=2,
@@ -228,7 +230,7 @@ class Ingest(Command):
                        else "connected"), geometry=geometry,
                 amplitude=o.amplitude, fft_shifted=o.fft_shifted, center=o.center,
                 no_support=o.no_support, mask_key=o.mask_key, mask_good=o.mask_good,
-                saturation=o.saturation)
+                saturation=o.saturation, binning=o.binning)
             (h, w), (cy, cx) = info["shape"], info["center"]
             window = info["window"]
             cropped = "" if window == (h, w) else f"; cropped to {window[0]}x{window[1]}"
@@ -242,7 +244,7 @@ class Ingest(Command):
             ("--center", o.center), ("--zeros-measured", o.zeros_measured),
             ("--zeros-missing", o.zeros_missing), ("--no-support", o.no_support),
             ("--mask-key", o.mask_key), ("--mask-good", o.mask_good),
-            ("--saturation", o.saturation),
+            ("--saturation", o.saturation), ("--bin", o.binning if o.binning != 1 else None),
             ("--amplitude", o.amplitude))
             if v not in (None, False)]
         if given:

@@ -639,3 +639,35 @@ def test_pattern_conflicting_flags_exit_2_naming_them(tmp_path, capsys):
                "--no-support"])
     err = capsys.readouterr().err
     assert rc == 2 and "--no-support" in err and "--pattern" in err
+
+
+def test_pattern_binned_window_stays_square_and_raw_hawk_files_need_no_keys(tmp_path, capsys):
+    """A raw libspimage file (``intensities``, ``mask`` all ones, ``scaled`` 0), 96 x 64 with
+    a saturated centre: --saturation drops it, --bin 4 gives 24 x 16, cropped to 16 x 16."""
+    full = _centred_pattern(np.random.default_rng(35), n=96)
+    raw = full[:, 16:80].astype(np.float32)  # 96 x 64, centre (48, 32)
+    level = np.float32(np.percentile(raw, 98))  # ~120 px, most of them about the centre
+    raw = np.minimum(raw, level)
+    path = tmp_path / "raw.h5"
+    with h5py.File(path, "w") as f:
+        f["intensities"] = raw
+        f["mask"] = np.ones_like(raw)
+        f["scaled"] = np.zeros(1, np.float32)
+        f["shifted"] = np.zeros(1, np.float32)
+    out = str(tmp_path / "run.zarr")
+    rc = main(["ingest", str(path), "--pattern", "--out", out, "--center", "48", "32",
+               "--saturation", str(level), "--bin", "4", "--wavelength", "1e-10",
+               "--distance", "1", "--pixel-size", "75e-6"])
+    assert rc == 0, capsys.readouterr().err
+    assert "cropped to 16x16" in capsys.readouterr().out
+    e = zarr.open_group(out, mode="r")["ensemble"]
+    assert e["amplitude"].shape == (16, 16) and e.attrs["binning"] == 4
+    assert e.attrs["quantity"] == "intensity" and e.attrs["source"]["key"] == "intensities"
+    assert e.attrs["real_space_pixel_m"] == pytest.approx(1e-10 / (16 * 4 * 75e-6))
+    # the saturated centre is unmeasured: binned pixels mostly holding it are missing
+    # (a binned pixel needs half its pixels measured)
+    assert not e["valid"][8, 8] and e["valid"][...].mean() > 0.9
+    assert not np.asarray(e["mask"][...])[raw >= level].any()
+    rc = main(["ingest", str(path), "--pattern", "--out", out, "--bin", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--bin 0" in err
