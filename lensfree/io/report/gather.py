@@ -78,7 +78,7 @@ def plot_prtf(run_path: str, out_png: str) -> str:
     if a.get("prtf_floor") is not None:
         ax.axhline(a["prtf_floor"], color="0.6", ls="-.",
                    label=f"chance level of {a['n_selected']} members")
-    ax.set_title(f"PRTF of {a['n_selected']} members: half-period resolution "
+    ax.set_title(f"PRTF of {a['n_selected']} members\nhalf-period resolution "
                  f"{_resolution(a)}", fontsize=10)
     ax.set_xlabel(f"q ({unit})")
     ax.set_ylabel("PRTF (phase-only)")
