@@ -146,7 +146,10 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
     if zeros == "all":
         valid &= intensity != 0
     elif zeros == "connected":
-        valid &= ~connected_zeros(np.where(valid, intensity, 0.0))
+        # the beam stop sits at the centre: the one given, else the pattern's centroid
+        # (the centrosymmetry search needs the mask this decides)
+        middle = center if center is not None else _centroid(np.where(valid, intensity, 0.0))
+        valid &= ~connected_zeros(np.where(valid, intensity, 0.0), middle)
     dropped = n_zero - int((valid & (intensity == 0)).sum())
     if zeros != "measured" and dropped > 0.5 * intensity.size:
         log.warning("%s: %.0f%% of pixels are zeros taken as unmeasured; if they are "
@@ -227,12 +230,13 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
 ZEROS = ("connected", "all", "measured")
 
 
-def connected_zeros(intensity: np.ndarray, gap_pixels: int = 25,
+def connected_zeros(intensity: np.ndarray, middle=None, gap_pixels: int = 25,
                     gap_fill: float = 0.5) -> np.ndarray:
     """Exact zeros that are unmeasured pixels rather than zero counts.
 
     A region of zeros (4-connected) is unmeasured when it touches the array's edge, comes
-    within ``max(2, min(h, w) // 32)`` px of the middle (the beam stop), or is a detector
+    within ``max(2, min(h, w) // 32)`` px of ``middle`` (the beam stop; default the
+    array's middle, ``(h // 2, w // 2)``), or is a detector
     gap: at least ``gap_pixels`` pixels filling at least ``gap_fill`` of its bounding box
     (a straight strip or a block; the zero counts of a faint high-q region are scattered
     and fill little of theirs). An isolated zero count is measured: masking it would keep
@@ -249,8 +253,9 @@ def connected_zeros(intensity: np.ndarray, gap_pixels: int = 25,
     keep = np.zeros(n + 1, bool)
     keep[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
     r = max(2, min(h, w) // 32)
-    keep[np.unique(labels[max(0, h // 2 - r) : h // 2 + r + 1,
-                          max(0, w // 2 - r) : w // 2 + r + 1])] = True
+    cy, cx = (h // 2, w // 2) if middle is None else (int(round(c)) for c in middle)
+    keep[np.unique(labels[max(0, cy - r) : max(0, cy + r + 1),
+                          max(0, cx - r) : max(0, cx + r + 1)])] = True
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     for i, box in enumerate(ndimage.find_objects(labels), start=1):
         area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
@@ -258,6 +263,15 @@ def connected_zeros(intensity: np.ndarray, gap_pixels: int = 25,
             keep[i] = True
     keep[0] = False
     return keep[labels]
+
+
+def _centroid(intensity: np.ndarray) -> tuple[float, float]:
+    """Intensity-weighted mean position: near the centre of a far-field pattern."""
+    total = intensity.sum()
+    if not total > 0:
+        return intensity.shape[0] // 2, intensity.shape[1] // 2
+    yy, xx = np.indices(intensity.shape)
+    return float((yy * intensity).sum() / total), float((xx * intensity).sum() / total)
 
 
 def _hawk_defaults(path: str) -> dict | None:

@@ -671,3 +671,16 @@ def test_pattern_binned_window_stays_square_and_raw_hawk_files_need_no_keys(tmp_
     rc = main(["ingest", str(path), "--pattern", "--out", out, "--bin", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and "--bin 0" in err
+
+
+def test_pattern_beam_stop_off_the_middle_is_found_about_the_centroid(tmp_path):
+    """A small beam stop (16 px: too small for a gap) about a centre 10 px off the middle."""
+    intensity = 1.0 + np.roll(_centred_pattern(np.random.default_rng(36)), (8, -6), (0, 1))
+    intensity[38:42, 24:28] = 0  # the beam stop, about the centre (40, 26)
+    intensity[5, 50] = 0  # a zero count at high q
+    np.save(tmp_path / "p.npy", intensity)
+    out = str(tmp_path / "run.zarr")
+    info = ingest_pattern(str(tmp_path / "p.npy"), out, zeros="connected")
+    assert info["zeros_unmeasured"] == 16
+    mask = zarr.open_group(out, mode="r")["ensemble/mask"][...]
+    assert not mask[38:42, 24:28].any() and mask[5, 50]
