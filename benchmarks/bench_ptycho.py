@@ -14,11 +14,16 @@ The time of an iteration is the median over the iterations of a run (``ptycho`` 
 update and the broadcast), after a warm-up run on the same workers (FFT plans made, frames
 cached in the workers). The limit is two 128^2 complex64 FFTs per position and mode.
 
-Then the same scan (``refine`` case) goes through PtyLab's mPIE with position correction,
-when PtyLab is installed (``pip install ptylab``; not a lensfree dependency): time per
-iteration, final object error and position error beside lensfree's.
+Then a side-by-side scan (``--peer-positions`` of ``--peer-size``^2, 2 px RMS position
+errors, sub-pixel truth) goes through lensfree's engines (``--peer-engines``: parallel,
+LSQML, ePIE; refinement from iteration 10), PtyLab's mPIE with position correction and
+Pty-chi's LSQML with gradient position correction, when installed (``pip install
+ptylab``; ``pip install --no-deps ptychi`` plus pydantic: not lensfree dependencies):
+time per iteration, final object error and position error.
 
     python benchmarks/bench_ptycho.py [--positions 1000] [--iterations 5] [--out results.json]
+    python benchmarks/bench_ptycho.py --backends local:1 --peer-positions 289 --peer-size 64 \
+        --peer-iterations 50      # the issue's Pty-chi comparison
 
 The machine is shared: medians of the iterations, and the spread is printed; a run next to
 other jobs can be off by tens of percent.
@@ -165,30 +170,114 @@ def _ptylab_run(frames: str, tmp: str, iterations: int) -> dict:
             "position_error_after": pt.position_error(corrected, true_pos)}
 
 
+def _ptychi_run(frames: str, iterations: int, engine: str = "lsqml", batch: int = 32) -> dict:
+    """Pty-chi's LSQML (or ePIE) with gradient position correction on the scan in ``frames``
+    (PyTorch on the CPU, every thread it is given). Positions go in as recorded (object
+    pixels; Pty-chi places the probe's centre there, relative to its object's centre),
+    the probe guess is the store's, scaled to the data's counts as for PtyLab. Tuned as the
+    issue's measurement: batch 16-32, position step 1 px, update limit 0.5 px."""
+    import sys
+    import types
+
+    if "torchvision" not in sys.modules:  # Pty-chi imports only GaussianBlur from it, and
+        # the torchvision wheels here do not load against the CPU torch (an ABI mismatch)
+        tv, tr = types.ModuleType("torchvision"), types.ModuleType("torchvision.transforms")
+
+        class GaussianBlur:  # noqa: D401  (never used by the options below)
+            def __init__(self, *a, **k):
+                raise NotImplementedError("torchvision stub")
+
+        tr.GaussianBlur, tv.transforms = GaussianBlur, tr
+        sys.modules.update({"torchvision": tv, "torchvision.transforms": tr})
+    import logging
+
+    import ptychi.api as api
+    import torch
+    from ptychi.api.task import PtychographyTask
+    from ptychi.utils import get_suggested_object_size
+
+    logging.getLogger("ptychi").setLevel(logging.WARNING)
+    src = zarr.open_group(frames, mode="r")
+    data = np.asarray(src["frames"][...], np.float32)
+    recorded = np.asarray(src["positions"][...])
+    n, h, w = data.shape
+    guess = np.asarray(src["probe"][0], np.complex64)
+    power = np.mean(np.sum(data, axis=(1, 2))) / (np.sum(np.abs(guess) ** 2) * h * w)
+    probe = torch.tensor((guess * np.sqrt(power * h * w))[None, None])
+    centred = recorded - recorded.mean(axis=0)
+    options = api.LSQMLOptions() if engine == "lsqml" else api.EPIEOptions()
+    options.data_options.data = torch.tensor(data)
+    shape = get_suggested_object_size(centred, (h, w), extra=16)
+    options.object_options.initial_guess = torch.ones([1, *shape], dtype=torch.complex64)
+    options.object_options.pixel_size_m = 1e-8
+    options.object_options.optimizable = True
+    options.object_options.step_size = 1
+    options.probe_options.initial_guess = probe
+    options.probe_options.optimizable = True
+    options.probe_options.step_size = 1
+    pos = options.probe_position_options
+    pos.position_x_px, pos.position_y_px = centred[:, 1], centred[:, 0]
+    pos.optimizable = True
+    pos.optimization_plan.start = 10
+    pos.step_size = 1.0
+    pos.correction_options.update_magnitude_limit = 0.5
+    options.reconstructor_options.batch_size = batch
+    options.reconstructor_options.num_epochs = iterations
+    if engine == "lsqml":
+        options.reconstructor_options.noise_model = api.NoiseModels.GAUSSIAN
+    task = PtychographyTask(options)
+    t0 = time.perf_counter()
+    task.run()
+    seconds = (time.perf_counter() - t0) / iterations
+    obj = task.get_data_to_cpu("object", as_numpy=True)[0]
+    probe_out = task.get_data_to_cpu("probe", as_numpy=True)[0]
+    px = task.get_data_to_cpu("probe_positions", as_numpy=True)  # (N, 2) y, x
+    corrected = np.asarray(px) + recorded.mean(axis=0)
+    # Pty-chi's probe centre at position p sits at object pixel p + shape // 2: the
+    # probe's corner (lensfree's position) at p + shape // 2 - h // 2
+    origin = recorded.mean(axis=0) - (np.array(obj.shape) // 2 - np.array((h, w)) // 2)
+    truth = pt.in_frame(src["truth/object"][...], np.round(origin), obj.shape)
+    crops, _ = pt.corners(corrected, np.round(origin), obj.shape, (h, w))
+    lit = pt.illumination(crops, probe_out.reshape(-1, h, w), obj.shape)
+    true_pos = src["truth/positions"][...]
+    return {"seconds_per_iteration": seconds,
+            "object_error": pt.object_error(obj, truth, lit > 0.1 * lit.max()),
+            "position_error_before": pt.position_error(recorded, true_pos),
+            "position_error_after": pt.position_error(corrected, true_pos)}
+
+
 def side_by_side(tmp: str, n: int, size: int, iterations: int,
-                 position_error: float = 2.0) -> dict:
-    """lensfree (parallel engine, refinement from iteration 10, 1 local worker) and PtyLab
-    (mPIE with position correction) on one simulated scan, the same iterations."""
+                 position_error: float = 2.0, engines=("parallel", "lsqml", "epie"),
+                 peers=("ptylab", "ptychi")) -> dict:
+    """lensfree (each engine, refinement from iteration 10, 1 local worker), PtyLab (mPIE
+    with position correction) and Pty-chi (LSQML with gradient position correction) on one
+    simulated scan, the same iterations."""
     frames = os.path.join(tmp, "scan-peer.zarr")
     simulate_ptycho(frames, sp.PtychoSimParams(n_positions=n, frame_size=size,
                                                position_error=position_error, subpixel=True))
     out = {"positions": n, "frame": size, "iterations": iterations,
            "position_error_rms_px": position_error}
-    run = os.path.join(tmp, "peer-lensfree.zarr")
-    params = PtychoStageParams(engine=pt.PtychoParams(iterations=iterations,
-                                                      refine_positions=True, refine_start=10))
-    with make_backend("local", workers=1, progress=False) as be:
-        attrs = run_ptycho(be, frames, run, params)
-    err, before, after = score_run(frames, run)
-    out["lensfree"] = {"seconds_per_iteration": attrs["seconds_per_iteration"],
-                       "object_error": err, "position_error_before": before,
-                       "position_error_after": after}
-    try:
-        out["ptylab"] = _ptylab_run(frames, tmp, iterations)
-    except ImportError as exc:
-        out["ptylab"] = {"error": f"PtyLab not installed ({exc}); pip install ptylab"}
-    except Exception as exc:  # say exactly why the peer did not run
-        out["ptylab"] = {"error": f"PtyLab failed: {type(exc).__name__}: {exc}"}
+    for engine in engines:
+        run = os.path.join(tmp, f"peer-lensfree-{engine}.zarr")
+        params = PtychoStageParams(engine=pt.PtychoParams(
+            engine=engine, iterations=iterations, refine_positions=True, refine_start=10))
+        with make_backend("local", workers=1, progress=False) as be:
+            attrs = run_ptycho(be, frames, run, params)
+        err, before, after = score_run(frames, run)
+        out[f"lensfree {engine}"] = {"seconds_per_iteration": attrs["seconds_per_iteration"],
+                                     "object_error": err, "position_error_before": before,
+                                     "position_error_after": after}
+    runners = {"ptylab": (lambda: _ptylab_run(frames, tmp, iterations), "pip install ptylab"),
+               "ptychi": (lambda: _ptychi_run(frames, iterations),
+                          "pip install --no-deps ptychi; pip install pydantic")}
+    for name in peers:
+        run_peer, how = runners[name]
+        try:
+            out[name] = run_peer()
+        except ImportError as exc:
+            out[name] = {"error": f"{name} not installed ({exc}); {how}"}
+        except Exception as exc:  # say exactly why the peer did not run
+            out[name] = {"error": f"{name} failed: {type(exc).__name__}: {exc}"}
     return out
 
 
@@ -198,9 +287,12 @@ def print_peer(peer: dict) -> None:
           f"{peer['position_error_rms_px']:g} px RMS off (sub-pixel truth)")
     print(f"{'code':32s} {'ms/frame-iter':>13s} {'object error':>12s} "
           f"{'pos. error before':>17s} {'after':>7s} {'cut':>5s}")
-    for name, label in (("lensfree", "lensfree parallel + refinement"),
-                        ("ptylab", "PtyLab mPIE + pcPIE")):
-        r = peer.get(name, {})
+    labels = {"ptylab": "PtyLab mPIE + pcPIE", "ptychi": "Pty-chi LSQML + gradient pos."}
+    for name in peer:
+        if not isinstance(peer[name], dict):
+            continue
+        label = labels.get(name, f"{name} + refinement")
+        r = peer[name]
         if "error" in r:
             print(f"{label:32s} not run: {r['error']}")
             continue
@@ -220,6 +312,10 @@ def main() -> None:
     ap.add_argument("--peer-iterations", type=int, default=50,
                     help="iterations of the side-by-side runs with PtyLab (0: skip)")
     ap.add_argument("--peer-positions", type=int, default=200)
+    ap.add_argument("--peer-size", type=int, default=128, help="frame side of the side by side")
+    ap.add_argument("--peer-engines", default="parallel,lsqml,epie",
+                    help="lensfree engines of the side by side")
+    ap.add_argument("--peers", default="ptylab,ptychi", help="peer codes of the side by side")
     ap.add_argument("--out", default="benchmarks/results/bench_ptycho.json")
     args = ap.parse_args()
     n, size = args.positions, 128
@@ -246,7 +342,9 @@ def main() -> None:
                              "seconds_per_iteration_per_1000": t * per_k})
         peer = None
         if args.peer_iterations:
-            peer = side_by_side(tmp, args.peer_positions, size, args.peer_iterations)
+            peer = side_by_side(tmp, args.peer_positions, args.peer_size, args.peer_iterations,
+                                engines=tuple(args.peer_engines.split(",")),
+                                peers=tuple(p for p in args.peers.split(",") if p))
     _print(rows, limit)
     if peer:
         print_peer(peer)

@@ -249,7 +249,8 @@ class Ingest(Command):
             if v not in (None, False)]
         if given:
             raise LensfreeError(f"{', '.join(given)}: only with --pattern")
-        if o.ptycho or o.fft_shifted or o.propagation or o.focus_distance is not None:
+        if (o.ptycho or o.fft_shifted or o.propagation or o.focus_distance is not None
+                or o.input.lower().endswith((".npz", ".npz.bz2"))):
             return self._ptycho(o, geometry)
         info = ingest(o.input, o.out, dataset=o.dataset, mask_dataset=o.mask_dataset,
                       geometry=geometry, chunk_frames=o.chunk, progress=not o.quiet)

@@ -277,3 +277,24 @@ def test_real_p25_near_field_scan_reconstructs(tmp_path):
         harmonics = harmonics + np.abs(np.fft.rfft(ring - ring.mean()))[3:100]
     assert 26 <= int(np.argmax(harmonics)) + 3 <= 30
     assert harmonics.max() > 10 * np.median(harmonics)
+
+
+def test_ingest_ptycho_npz(tmp_path, capsys):
+    """``ingest --ptycho [--fft-shifted]`` of a Tike-style .npz: frames centred as stored,
+    positions in px, the probe kept; without --ptycho a .npz is refused in one line."""
+    rng = np.random.default_rng(3)
+    centred = rng.poisson(5.0, (1, 6, 16, 16)).astype(np.float32)
+    scan = rng.uniform(0, 40, (1, 6, 2)).astype(np.float32)
+    probe = (rng.normal(size=(1, 1, 1, 16, 16)) + 0j).astype(np.complex64)
+    src = str(tmp_path / "scan.npz")
+    np.savez(src, data=np.fft.ifftshift(centred, axes=(-2, -1)), scan=scan, probe=probe)
+    out = str(tmp_path / "s.zarr")
+    assert main(["ingest", src, "--out", out, "--ptycho", "--fft-shifted"]) == 0
+    g = zarr.open_group(out, mode="r")
+    np.testing.assert_array_equal(g["frames"][...], centred[0])
+    np.testing.assert_array_equal(g["positions"][...], scan[0])
+    assert g.attrs["positions_unit"] == "px" and g["probe"].shape == (1, 16, 16)
+    capsys.readouterr()
+    assert main(["ingest", src, "--out", str(tmp_path / "t.zarr")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--ptycho" in err and len(err.splitlines()) == 1
