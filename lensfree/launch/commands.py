@@ -193,7 +193,7 @@ class IngestOptions:
                                      "unmeasured", check=optional(positive),
                                      default_help="none", metavar="COUNTS")
     binning: int = param(1, "bin factor of the pattern (then cropped square)",
-                         check=at_least(1), flag="bin")
+                         check=at_least(1), flag="bin", metavar="N")
     amplitude: bool = param(False, "the file holds amplitudes", action="store_true")
     fft_shifted: bool = param(False, "zero frequency at pixel (0, 0)", action="store_true")
     center: tuple[float, float] | None = param(None, "zero frequency in file pixels", nargs=2,
