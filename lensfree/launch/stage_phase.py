@@ -29,10 +29,12 @@ import numpy as np
 import zarr
 
 from lensfree.engine import ghio, phasing
+from lensfree.engine.cdip import CdipParams
 from lensfree.engine.params import at_least, check_fields, param, within
 from lensfree.engine.schedule import parse_schedule
 from lensfree.errors import LensfreeError
 from lensfree.io import runstore
+from lensfree.launch import stage_phase_cdip
 from lensfree.launch.backends import Backend
 from lensfree.launch.options import Together
 from lensfree.launch.stage import Context, Execution, Stage, run_stage
@@ -59,7 +61,14 @@ class PhaseParams:
     support_threshold : starting support from the autocorrelation thresholded at this
         fraction of its maximum, when the run store holds no ``ensemble/support``.
     phasing : algorithm parameters (beta, shrinkwrap, positivity, Huang's mode).
+    engine : ``ghio`` (the default) or ``cdip``, neural fields without a support
+        (`lensfree.engine.cdip`, parameters in ``cdip``); CDIP members do not breed, so
+        its population is one generation (``generations`` becomes 1) and ``schedule``,
+        ``support_threshold`` and ``phasing`` are not used.
     """
+
+    engine: str = param("ghio", "phasing engine: GHIO populations, or CDIP neural fields "
+                        "without a support (needs the cdip extra)", choices=("ghio", "cdip"))
 
     population: int = param(100, "members M", check=at_least(1))
     generations: int = param(10, "generations G", check=at_least(1))
@@ -70,9 +79,12 @@ class PhaseParams:
         "ensemble/ has no support", check=within(0, 1))
     seed: int = param(0, "run seed", execution="seed")
     phasing: phasing.PhasingParams = param(default_factory=phasing.PhasingParams)
+    cdip: CdipParams = param(default_factory=CdipParams, group="cdip engine")
 
     def __post_init__(self):
         check_fields(self)
+        if self.engine == "cdip":
+            object.__setattr__(self, "generations", 1)  # independent members, no breeding
 
     @functools.cached_property
     def steps(self) -> tuple:
@@ -191,12 +203,15 @@ def read_phasing_input(run_path: str, support_threshold: float):
 
 class PhaseStage(Stage):
     name = "phase"
-    help = "stage 2: GHIO phase-retrieval populations"
+    help = "stage 2: phase-retrieval populations (GHIO, or CDIP neural fields)"
     group = "phasing"
+    reads = ("ensemble",)
     resumable = True
     Options = PhaseOptions
 
     def open(self, opts):
+        if opts.params.engine == "cdip":
+            stage_phase_cdip.require(opts.params.cdip)
         return read_phasing_input(opts.run, opts.params.support_threshold)
 
     def inputs(self, opts, inp) -> dict:
@@ -204,8 +219,10 @@ class PhaseStage(Stage):
 
     def begin(self, group, opts, inp) -> None:
         p = opts.params
+        if p.engine == "cdip":
+            stage_phase_cdip.begin(group, p, inp[0].shape)
+            return
         m, g, n = p.population, p.generations, p.n_iterations
-    reads = ("ensemble",)
         h, w = inp[0].shape
         for name, dtype in (("population", np.complex64), ("population_support", bool)):
             group.create_array(name, shape=(2, m, h, w), chunks=(1, 1, h, w), dtype=dtype)
@@ -223,6 +240,8 @@ class PhaseStage(Stage):
     def execute(self, ctx: Context, opts, inp) -> dict | None:
         params = opts.params
         amplitude, valid, support = inp
+        if params.engine == "cdip":
+            return stage_phase_cdip.execute(ctx, params, amplitude, valid)
         group, start = ctx.group, None
         if ctx.is_root:
             start = int(group.attrs["generations_complete"])
@@ -265,6 +284,11 @@ class PhaseStage(Stage):
         p = opts.params
         verb = ("already complete, nothing recomputed" if attrs.get("resumed_complete")
                 else "written")
+        if p.engine == "cdip":
+            return [f"{opts.run}: phasing/ {verb} in {seconds:.1f} s; {p.population} CDIP "
+                    f"members x {p.cdip.epochs} epochs",
+                    f"  best member {attrs['best_member']}: R_F {attrs['best_error']:.4f} "
+                    f"(median {attrs['median_error']:.4f})"]
         return [f"{opts.run}: phasing/ {verb} in {seconds:.1f} s; {p.population} members x "
                 f"{p.generations} generations x {p.n_iterations} iterations",
                 f"  best member {attrs['best_member']}: R_F {attrs['best_error']:.4f} "

@@ -1,0 +1,254 @@
+"""Neural-field phase retrieval without a support (CDIP, Hu et al. 2025).
+
+The object is not an array but an untrained coordinate network: a SIREN (sinusoidal
+activations; Sitzmann et al. 2020) maps the pixel coordinates ``(y, x)`` in ``[-1, 1]`` to
+the real and imaginary parts of the exit wave. The rendered object is multiplied by the
+*anchoring window*, transformed to the far field by the same unnormalised DFT the
+iterative engine uses, and the network's weights are fitted with Adam to the measured
+``amplitude`` on the ``valid`` pixels, with a Poisson log-likelihood of the counts
+``A^2`` (default) or the mean absolute error of the amplitudes. There is no support: the
+*progressive anchoring* window (a centred disk, soft-edged over ``ANCHOR_EDGE`` pixels)
+starts at ``anchor_start`` of the half-width and widens linearly to ``anchor_end`` of it
+over the first ``anchor_growth`` of the epochs. Starting small pins the object to the
+centre (the translation ambiguity) and grows it from there. ``anchor_end`` 0.5 is the
+paper's "outer boundary, half the size in each dimension": the disk any object that the
+sampling condition allows fits in, the same for every object (no support is estimated);
+1.42 or more lets the disk grow past the corners, the whole field.
+
+The network outputs magnitude (through a softplus, so it is >= 0) and phase
+(``output="polar"``, as the paper's field gives amplitude and phase), or real and
+imaginary parts (``"cartesian"``).
+
+Left out from the paper: the VGG perceptual loss (pretrained weights cannot be fetched
+here), the X-Hexplane backbone (a plain SIREN renders 2D grids of this size well), and
+the dynamic (2D + time) variant. ``field="3d"`` renders the paper's cross-dimensional
+prior, a 3D field summed along ``z`` over ``depth`` samples; it costs ``depth`` times a
+2D epoch.
+
+Scale: the data are normalised so that the object's RMS over the grid is about 1 (the
+network's natural range), and the result is scaled back, so ``|F rho|`` matches
+``amplitude`` as for :func:`lensfree.engine.phasing.run`.
+
+Determinism: the weights come from a ``torch.Generator`` seeded with the member's seed
+(never the global one, so threads of a local back end do not share a stream), and
+:func:`set_deterministic` makes the CPU kernels run the same way every time (one
+thread, deterministic algorithms): a member is a pure function of its inputs and seed.
+
+PyTorch is imported only by the functions here that need it (``pip install
+'lensfree[cdip]'``): importing this module does not need it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .params import at_least, check_fields, one_of, param, positive, within
+from .projections import fourier_r_factor
+
+__all__ = ["CdipParams", "CdipResult", "anchor_radius", "require_torch", "run_member",
+           "set_deterministic"]
+
+LOSSES = ("poisson", "mae")
+FIELDS = ("2d", "3d")
+DEVICES = ("cpu", "cuda", "auto")
+ANCHOR_EDGE = 1.5  # px: soft edge of the window, so pixels enter the fit gradually
+EXTRA = "pip install 'lensfree[cdip]'"
+
+
+@dataclass(frozen=True)
+class CdipParams:
+    """Parameters of one CDIP member (``lensfree phase --engine cdip``)."""
+
+    epochs: int = param(800, "cdip: Adam steps per member", check=at_least(1))
+    loss: str = param("poisson", "cdip: data fidelity, Poisson log-likelihood of A^2 or MAE "
+                      "of A", check=one_of(*LOSSES))
+    learning_rate: float = param(1e-3, "cdip: Adam learning rate", check=positive)
+    anchor_start: float = param(0.25, "cdip: starting anchoring disk radius, fraction of the "
+                                "half-width", check=within(0, 1.5, closed="hi"))
+    anchor_end: float = param(0.5, "cdip: final anchoring disk radius, fraction of the "
+                              "half-width (1.42 or more: the whole field)", check=positive)
+    anchor_growth: float = param(0.5, "cdip: fraction of the epochs over which the disk "
+                                 "widens to --anchor-end", check=within(0, 1, closed="hi"))
+    hidden: int = param(64, "cdip: SIREN hidden width", check=at_least(1))
+    layers: int = param(3, "cdip: SIREN hidden layers", check=at_least(1))
+    omega: float = param(30.0, "cdip: SIREN first-layer frequency omega_0", check=positive)
+    field: str = param("2d", "cdip: 2d field, or 3d field summed along z (the paper's "
+                       "cross-dimensional prior)", check=one_of(*FIELDS))
+    depth: int = param(8, "cdip: z samples of a 3d field", check=at_least(1))
+    output: str = param("polar", "cdip: the network gives magnitude (softplus) and phase "
+                        "(polar), or real and imaginary parts (cartesian)",
+                        check=one_of("polar", "cartesian"))
+    object_threshold: float = param(0.1, "cdip: phasing/supports is |rho| above this "
+                                    "fraction of its maximum", check=within(0, 1))
+    device: str = param("cpu", "cdip: torch device; auto takes a GPU when torch sees one",
+                        check=one_of(*DEVICES))
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class CdipResult:
+    """One member: the object (amplitude's scale), |rho| above the threshold, R_F of every
+    epoch (of the windowed object the epoch fitted), the final R_F and the seconds."""
+
+    rho: np.ndarray
+    support: np.ndarray
+    r_fourier: np.ndarray
+    final_r_fourier: float
+    seconds: float
+
+
+def require_torch():
+    """The torch module, or ImportError naming the extra that installs it."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError(f"--engine cdip needs PyTorch: {EXTRA}") from exc
+    return torch
+
+
+def set_deterministic() -> None:
+    """One intra-op thread and deterministic kernels for this process (CPU bits repeat)."""
+    torch = require_torch()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+
+def resolve_device(name: str) -> str:
+    torch = require_torch()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no GPU")
+    return name
+
+
+def anchor_radius(epoch: int, params: CdipParams, half: float) -> float:
+    """Radius in px of the anchoring disk at ``epoch``: ``anchor_start * half`` widening
+    linearly to ``anchor_end * half`` (at most just past the corners: the whole field)
+    after ``anchor_growth * epochs``."""
+    full = min(params.anchor_end * half, math.sqrt(2.0) * half + 2 * ANCHOR_EDGE)
+    start = params.anchor_start * half
+    ramp = params.anchor_growth * params.epochs
+    frac = 1.0 if ramp <= 0 else min(1.0, epoch / ramp)
+    return start + (full - start) * frac
+
+
+def _siren(torch, params: CdipParams, n_in: int, generator):
+    """SIREN weights (Sitzmann et al. 2020 initialisation) drawn from ``generator``."""
+    sizes = [n_in] + [params.hidden] * params.layers + [2]
+    weights = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        bound = 1.0 / a if i == 0 else math.sqrt(6.0 / a) / params.omega
+        w = (torch.rand(b, a, generator=generator, dtype=torch.float32) * 2 - 1) * bound
+        bias = (torch.rand(b, generator=generator, dtype=torch.float32) * 2 - 1) / math.sqrt(a)
+        weights += [w, bias]
+    return weights
+
+
+def _render(torch, weights, coords, omega: float):
+    h = coords
+    n = len(weights) // 2
+    for i in range(n):
+        w, b = weights[2 * i], weights[2 * i + 1]
+        h = torch.nn.functional.linear(h, w, b)
+        if i < n - 1:
+            h = torch.sin(omega * h)
+    return h
+
+
+def _coords(torch, shape, params: CdipParams):
+    """Pixel coordinates in [-1, 1] about the grid centre ``(h // 2, w // 2)`` (plus z)."""
+    h, w = shape
+    half = max(h // 2, w // 2)
+    y = (torch.arange(h, dtype=torch.float32) - h // 2) / half
+    x = (torch.arange(w, dtype=torch.float32) - w // 2) / half
+    if params.field == "2d":
+        yy, xx = torch.meshgrid(y, x, indexing="ij")
+        return torch.stack([yy, xx], dim=-1).reshape(-1, 2)
+    z = torch.linspace(-1, 1, params.depth, dtype=torch.float32)
+    yy, xx, zz = torch.meshgrid(y, x, z, indexing="ij")
+    return torch.stack([yy, xx, zz], dim=-1).reshape(-1, 3)
+
+
+def run_member(amplitude: np.ndarray, valid: np.ndarray, params: CdipParams,
+               seed: int) -> CdipResult:
+    """Fit one neural field to the centred ``amplitude`` on ``valid`` pixels.
+
+    Parameters
+    ----------
+    amplitude, valid : (h, w) arrays, centred (zero frequency at ``(h // 2, w // 2)``)
+    params : CdipParams
+    seed : int
+        The member's seed (:func:`lensfree.engine.ghio.member_seed`), 0 <= seed < 2**64.
+
+    Returns
+    -------
+    CdipResult
+    """
+    torch = require_torch()
+    t0 = time.perf_counter()
+    device = resolve_device(params.device)
+    shape = amplitude.shape
+    hh, ww = shape
+    n_pix = hh * ww
+    amp = np.where(valid, amplitude, 0).astype(np.float64)
+    # data scale: object RMS ~1 over the grid, i.e. sum |F rho|^2 = N^2 (Parseval)
+    norm = math.sqrt(float((amp**2).sum())) / n_pix if amp.any() else 1.0
+    shifted = np.fft.ifftshift(amp / norm)  # zero frequency at [0, 0], as the FFT's
+    target = torch.as_tensor(shifted, dtype=torch.float32, device=device)
+    mask = torch.as_tensor(np.fft.ifftshift(valid), device=device)
+    target_v = target[mask]
+    counts_v = target_v**2
+    generator = torch.Generator().manual_seed(int(seed))
+    weights = [w.to(device).requires_grad_() for w in _siren(torch, params,
+                                                             2 if params.field == "2d" else 3,
+                                                             generator)]
+    coords = _coords(torch, shape, params).to(device)
+    yy, xx = np.mgrid[0:hh, 0:ww]
+    half = max(hh // 2, ww // 2)
+    r = torch.as_tensor(np.hypot(yy - hh // 2, xx - ww // 2), dtype=torch.float32,
+                        device=device)
+    optimiser = torch.optim.Adam(weights, lr=params.learning_rate)
+    history = np.empty(params.epochs, np.float32)
+    sum_a = float(target_v.sum())
+    sum_i = float(counts_v.sum())
+
+    def field():
+        out = _render(torch, weights, coords, params.omega)
+        if params.field == "3d":
+            out = out.reshape(hh, ww, params.depth, 2).mean(dim=2)
+        out = out.reshape(hh, ww, 2)
+        if params.output == "polar":
+            return torch.polar(torch.nn.functional.softplus(out[..., 0]), out[..., 1])
+        return torch.complex(out[..., 0], out[..., 1])
+
+    for epoch in range(params.epochs):
+        radius = anchor_radius(epoch, params, half)
+        window = torch.sigmoid((radius - r) / (ANCHOR_EDGE / 4))
+        rho = field() * window
+        mag = torch.abs(torch.fft.fft2(rho))[mask]
+        if params.loss == "poisson":
+            model = mag**2
+            loss = (model - counts_v * torch.log(model + 1e-8)).sum() / sum_i
+        else:
+            loss = torch.abs(mag - target_v).sum() / sum_a
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            history[epoch] = float(torch.abs(mag - target_v).sum()) / sum_a
+    with torch.no_grad():
+        radius = anchor_radius(params.epochs, params, half)
+        window = torch.sigmoid((radius - r) / (ANCHOR_EDGE / 4))
+        rho = (field() * window).cpu().numpy().astype(np.complex128) * norm
+    mag = np.abs(rho)
+    support = mag > params.object_threshold * mag.max() if mag.any() else np.zeros(shape, bool)
+    final = fourier_r_factor(rho, amplitude, valid)
+    return CdipResult(rho.astype(np.complex64), support, history, final,
+                      time.perf_counter() - t0)
