@@ -24,6 +24,7 @@ twice, never the result.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,3 +127,51 @@ def resolve(classes: np.ndarray, status: np.ndarray, n_classes: int):
     for col, name in enumerate((ACCEPTED, BACKGROUND)):
         coef[:, col] = (kind == name).astype(np.int8) - (given == name).astype(np.int8)
     return labels, coef
+
+
+def screen_and_sum(frames: np.ndarray, mask: np.ndarray, annulus: np.ndarray,
+                   prediction: Prediction, sums: np.ndarray):
+    """`ensemble.frame_stats` of a block fused with pass 1's sums: each frame is cast to
+    float64 once, into one work array, which gives its total, its ring and its addition
+    to ``sums[class]`` (in index order). Returns total, chi2, invalid, classes.
+
+    Integer frames: the totals are exact, the same as `ensemble.frame_stats` gives, and
+    unmeasured pixels are left as stored (their sums are never used). Float frames:
+    unmeasured pixels are set to 0 first, so NaN or inf there do not spoil the total.
+    """
+    k = frames.shape[0]
+    total, chi2 = np.full(k, np.nan), np.full(k, np.nan)
+    invalid = np.zeros(k, dtype=bool)
+    classes = np.full(k, -1, dtype=np.int16)
+    kind = frames.dtype.kind
+    unmeasured = ~mask
+    bad_pixels = np.flatnonzero(unmeasured)
+    ring_index = np.flatnonzero(annulus)
+    edges = list(prediction.edges)
+    work = np.empty(mask.shape, dtype=np.float64)
+    flat = work.reshape(-1)
+    for i in range(k):
+        np.copyto(work, frames[i])
+        if kind == "f" and bad_pixels.size:
+            np.copyto(work, 0.0, where=unmeasured)
+            t = float(work.sum())
+        else:  # exact integers: subtract what the unmeasured pixels hold
+            t = float(work.sum()) - float(flat[bad_pixels].sum())
+        bad = False
+        if kind == "f":  # NaN or inf show in the total; unmeasured pixels hold 0
+            bad = not np.isfinite(t) or work.min() < 0
+        elif kind == "i" and work.min() < 0:  # junk on unmeasured pixels may be negative
+            bad = bool((work[mask] < 0).any())
+        if bad:
+            invalid[i] = True
+            continue
+        ring = flat[ring_index]
+        mean = ring.sum() / ring.size  # ring.mean()'s very bits, without its overhead
+        c2 = ((ring - mean) ** 2).sum() / mean if mean > 0 else 0.0
+        total[i], chi2[i] = t, c2
+        if t < prediction.weak_total or c2 > prediction.chi2_max:
+            continue
+        c = bisect.bisect_right(edges, t)  # = classify's searchsorted, without its overhead
+        classes[i] = c
+        np.add(sums[c], work, out=sums[c])
+    return total, chi2, invalid, classes

@@ -126,16 +126,15 @@ def screen_shard(shard: Shard, shared: _Shared) -> dict:
             unreadable.append([start, stop, f"{exc.__class__.__name__}: {exc}"])
             continue
         with clock("compute"):
-            # the block is ours (the reader's buffer or a fresh array): screened in place
-            t, c, bad = ensemble.frame_stats(block, shared.mask, shared.annulus,
-                                             overwrite=True)
-            bad |= invalid[i:j]  # a partly absent chunk
-            total[i:j], chi2[i:j], invalid[i:j] = t, c, bad
-            if prediction is not None:
-                cls = sum_plan.classify(t, c, bad, prediction)
-                classes[i:j] = cls
-                for k in np.flatnonzero(cls >= 0):
-                    _add_frame(sums[cls[k]], block[k])
+            if prediction is None:  # the pilot: statistics only
+                # the block is ours (the reader's buffer or a fresh array): screened in place
+                t, c, bad = ensemble.frame_stats(block, shared.mask, shared.annulus,
+                                                 overwrite=True)
+                cls = np.full(j - i, -1, dtype=np.int16)
+            else:
+                t, c, bad, cls = sum_plan.screen_and_sum(block, shared.mask, shared.annulus,
+                                                         prediction, sums)
+            total[i:j], chi2[i:j], invalid[i:j], classes[i:j] = t, c, bad, cls
     unreadable.sort()
     return {"total": total, "chi2": chi2, "invalid": invalid, "classes": classes,
             "sums": sums, "unreadable": unreadable, "seconds": clock.seconds}

@@ -140,3 +140,32 @@ def test_sum_plan_pilot_spreads_whole_chunks_and_bins_bracket_the_background_lev
     assert len(pred.edges) == 7
     level = np.mean(total < np.array(pred.edges)[:, None], axis=1)
     assert level[0] < 0.01 < level[-1]
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.float32])
+def test_screen_and_sum_gives_frame_stats_and_the_sums_by_class(dtype):
+    from lensfree.engine import sum_plan
+
+    rng = np.random.default_rng(7)
+    frames = rng.poisson(50.0, (12, 16, 16)).astype(dtype)
+    mask = np.ones((16, 16), bool)
+    mask[5, :] = False
+    junk = {np.uint16: 65535, np.int32: -1, np.float32: np.nan}[dtype]
+    frames[:, 5, :] = junk                      # unmeasured junk must not count
+    frames[2] //= 20                            # weak
+    if dtype != np.uint16:
+        frames[4, 8, 8] = -3                    # invalid: negative on a measured pixel
+    ring = np.zeros_like(mask)
+    ring[8:10, 2:14] = True
+    pred = sum_plan.Prediction(weak_total=1000.0, chi2_max=1e9, edges=(12500.0, 12800.0))
+    sums = np.zeros((3, 16, 16))
+    total, chi2, invalid, classes = sum_plan.screen_and_sum(frames, mask, ring, pred, sums)
+    want = ensemble.frame_stats(frames, mask, ring)
+    np.testing.assert_array_equal(invalid, want[2])
+    np.testing.assert_allclose(total, want[0], rtol=1e-12)  # exact for integers
+    np.testing.assert_allclose(chi2, want[1], rtol=1e-12)
+    np.testing.assert_array_equal(classes, sum_plan.classify(*want, pred))
+    assert classes[2] == -1 and (classes >= 0).sum() >= 9
+    for c in range(3):
+        members = frames[classes == c].astype(np.float64)
+        np.testing.assert_array_equal(sums[c][mask], members.sum(0)[mask])
