@@ -217,7 +217,8 @@ class SumStage(Stage):
         mask = store.mask
         annulus = ensemble.edge_annulus(mask, params.screen.annulus_width)
         shared = _Shared(store.path, store.chunk_frames, mask, annulus)
-        shards = frame_shards(store.n_frames, store.chunk_frames)
+        frame_bytes = int(np.prod(store.frame_shape)) * store.dtype.itemsize
+        shards = frame_shards(store.n_frames, store.chunk_frames, frame_bytes=frame_bytes)
         n_classes = sum_plan.n_classes_for(store.frame_shape, params.screen)
 
         # the pilot: statistics of a few chunks spread over the store

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 #: frames per shard to aim for: big enough that per-task overhead is small, small enough
 #: that a few shards per worker balance the load.
 TARGET_SHARD_FRAMES = 256
+#: and at most this many bytes of decoded frames per shard (at least one chunk): 18-Mpx
+#: uint32 frames then come 14 to a shard, so a 77,170-frame run has ~5,500 tasks to
+#: spread over a few thousand workers instead of 302 of 19 GB each
+TARGET_SHARD_BYTES = 2**30
 
 
 @dataclass(frozen=True)
@@ -27,15 +31,19 @@ class Shard:
 
 
 def frame_shards(
-    n_frames: int, chunk_frames: int, target_frames: int = TARGET_SHARD_FRAMES
+    n_frames: int, chunk_frames: int, target_frames: int = TARGET_SHARD_FRAMES,
+    frame_bytes: int | None = None,
 ) -> list[Shard]:
-    """Split ``n_frames`` into shards of whole chunks of about ``target_frames`` frames.
+    """Split ``n_frames`` into shards of whole chunks of about ``target_frames`` frames
+    (fewer for large frames: at most `TARGET_SHARD_BYTES` when ``frame_bytes`` is given).
 
     Shard boundaries fall on chunk boundaries, so no two workers ever read or write the
     same chunk.
     """
     if n_frames <= 0 or chunk_frames <= 0:
         raise ValueError(f"n_frames={n_frames} and chunk_frames={chunk_frames} must be > 0")
+    if frame_bytes:
+        target_frames = min(target_frames, max(1, TARGET_SHARD_BYTES // frame_bytes))
     chunks_per_shard = max(1, round(target_frames / chunk_frames))
     step = chunks_per_shard * chunk_frames
     return [

@@ -235,3 +235,12 @@ def test_absent_chunk_is_unreadable_not_zeros(local_run, ensemble_store, tmp_pat
     expected = acc - ((status == 0).sum() / (status == 4).sum()) * bg
     np.testing.assert_array_equal(run["sum"][...][mask], expected[mask])
     assert not np.array_equal(run["sum"][...], local_run["sum"][...])
+
+
+def test_large_frames_come_fewer_to_a_shard():
+    from lensfree.partitioning import frame_shards
+
+    eiger = 4150 * 4371 * 4  # an Eiger 16M uint32 frame: 73 MB
+    shards = frame_shards(77170, 1, frame_bytes=eiger)
+    assert len(shards) == 5513 and shards[0].stop == 14  # ~1 GB each
+    assert len(frame_shards(1500, 32, frame_bytes=128 * 128 * 4)) == 6  # small: 256 frames
