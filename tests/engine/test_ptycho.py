@@ -216,3 +216,31 @@ def test_score_of_the_truth_is_zero_and_counts_position_errors(scan):
                        scan.positions, origin, scan.object, scan.true_positions,
                        true_origin=(3, 5))
     assert shifted.object_error < 1e-3
+
+
+def test_tree_folded_partials_equal_the_ordered_fold(scan):
+    """Block sums folded pairwise (any tree, as `ctx.reduce` does) give the update of the
+    ordered fold to 1e-6, the per-position steps back in position order, and one partial no
+    larger than the object (what the root holds, whatever the number of blocks)."""
+    from lensfree.engine.ptycho.sums import Partial, combine
+
+    amp, valid = pt.prepare_amplitudes(scan.frames)
+    origin, shape = pt.object_frame(scan.positions, (32, 32))
+    obj = np.ones(shape, np.complex64)
+    crops, fractions = pt.corners(scan.positions, origin, shape, (32, 32))
+    probe = pt.initial_probe(scan.probe_guess, amp, 2)
+    blocks = position_blocks(scan.positions, 5)
+    res = [pt.block_update(obj, probe, crops[b], fractions[b], amp[b], valid[b], refine=True)
+           for b in blocks]
+    ordered = pt.apply_update(obj, probe, res, update_probe=True)
+    parts = [Partial.of(r, b) for r, b in zip(res, blocks)]
+    tree = combine(combine(parts[0], combine(parts[1], parts[2])), combine(parts[3], parts[4]))
+    assert tree.obj_num.shape[0] <= shape[0] and tree.obj_num.shape[1] <= shape[1]
+    folded = pt.apply_update(obj, probe, [tree], update_probe=True)
+    for a, b in zip(ordered, folded):
+        assert np.linalg.norm(a - b) <= 1e-6 * np.linalg.norm(a)
+    steps = np.zeros((len(scan.positions), 2))
+    for r, b in zip(res, blocks):
+        steps[b] = r.steps
+    np.testing.assert_array_equal(tree.per_position(len(scan.positions)), steps)
+    assert tree.error == pytest.approx(sum(r.error.sum() for r in res), rel=1e-12)
