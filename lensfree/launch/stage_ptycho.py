@@ -321,10 +321,16 @@ class PtychoStage(Stage):
         p = opts.params.engine
         verb = ("already complete, nothing recomputed" if attrs.get("resumed_complete")
                 else "written")
-        return [f"{opts.out}: ptycho/ {verb} in {seconds:.1f} s; {p.engine}, {p.iterations} "
-                f"iterations, {attrs['n_blocks']} blocks",
-                f"  Fourier error {attrs['final_error']:.4g}; positions moved "
-                f"{attrs['position_shift_rms_px']:.2f} px RMS"]
+        lines = [f"{opts.out}: ptycho/ {verb} in {seconds:.1f} s; {p.engine}, {p.iterations} "
+                 f"iterations, {attrs['n_blocks']} blocks",
+                 f"  Fourier error {attrs['final_error']:.4g}; positions moved "
+                 f"{attrs['position_shift_rms_px']:.2f} px RMS"
+                 + (f", {attrs['position_shift_max_px']:.2f} px at most"
+                    if attrs.get("position_shift_max_px") else "")]
+        if attrs.get("frc_resolution_px") is not None:
+            lines.append(f"  FRC of the two interleaved halves crosses half-bit at "
+                         f"{attrs['frc_resolution_px']:.3g} px")
+        return lines
 
 
 STAGE = PtychoStage()
