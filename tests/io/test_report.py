@@ -164,3 +164,15 @@ def test_missing_pixels_are_red_as_the_caption_says(tmp_path, monkeypatch):
     out = tmp_path / "p.png"
     ensemble.plot_pattern(run, str(out))
     assert _has_colour(_picture(out), tuple(int(255 * c) for c in MISSING_RGBA[:3]), tol=30)
+
+
+def test_report_names_what_it_leaves_out(tmp_path, capsys, caplog):
+    from lensfree.io import runstore
+
+    run = str(tmp_path / "obj.zarr")
+    assert main(["simulate", "object", "--out", run, "--size", "32"]) == 0
+    runstore.begin_stage(runstore.open_run(run), "phasing", params={}, inputs={})
+    capsys.readouterr()
+    assert main(["report", run, "--out", str(tmp_path / "r")]) == 0
+    assert "phasing/ is unfinished and is left out" in caplog.text
+    assert "| phasing | unfinished: left out |" in (tmp_path / "r" / "summary.md").read_text()

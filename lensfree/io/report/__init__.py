@@ -8,10 +8,13 @@ walks it for the groups a store has finished. A new stage's report is a module w
 
 from __future__ import annotations
 
+import logging
 import os
 
 from lensfree.io.report import ensemble, fit, gather, phasing, ptycho
 from lensfree.io.report._common import Figure, Section
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SECTIONS", "Figure", "Section", "summary_markdown", "write_report"]
 
@@ -39,8 +42,13 @@ def write_report(run_path: str, out_dir: str, groups=None) -> list[str]:
     from lensfree.io import runstore
 
     run = runstore.open_run(run_path, mode="r")
-    done = [name for name in (SECTIONS if groups is None else groups)
-            if runstore.is_complete(run, name)]
+    states = {name: runstore.state(run, name) for name in (SECTIONS if groups is None
+                                                          else groups)}
+    done = [name for name, state in states.items() if state == "complete"]
+    left = [(name, state) for name, state in states.items() if state in ("stale",
+                                                                          "unfinished")]
+    for name, state in left:  # never a silent omission
+        log.warning("%s: %s/ is %s and is left out of the report", run_path, name, state)
     if not done:
         raise LensfreeError(f"{run_path}: no finished stage to report on")
     os.makedirs(out_dir, exist_ok=True)
@@ -49,7 +57,7 @@ def write_report(run_path: str, out_dir: str, groups=None) -> list[str]:
     summary = os.path.join(out_dir, "summary.md")
     with open(summary, "w") as f:
         f.write(summary_markdown(run_path, zarr.open_group(run_path, mode="r"), done,
-                                 [(figure.title, figure.name) for figure in figures]))
+                                 [(figure.title, figure.name) for figure in figures], left))
     return [*written, summary]
 
 
@@ -66,10 +74,11 @@ def _figures(run, done: list[str]) -> list[Figure]:
     return [figure for _, figure in sorted(chosen, key=lambda c: c[0])]
 
 
-def summary_markdown(run_path: str, run, done: list[str], figures) -> str:
+def summary_markdown(run_path: str, run, done: list[str], figures, left=()) -> str:
     """A short Markdown account of a run: stages, parameters, scores, figures.
 
-    ``figures`` are (title, file name) pairs.
+    ``figures`` are (title, file name) pairs; ``left``: (group, state) of the groups left
+    out because they are stale or unfinished.
     """
     lines = [f"# lensfree run `{os.path.basename(os.path.normpath(run_path))}`", ""]
     lines.append("| stage | finished | lensfree |")
@@ -77,6 +86,8 @@ def summary_markdown(run_path: str, run, done: list[str], figures) -> str:
     for name in done:
         a = run[name].attrs
         lines.append(f"| {name} | {a.get('finished', '?')} | {a.get('lensfree_version', '?')} |")
+    for name, state in left:
+        lines.append(f"| {name} | {state}: left out | |")
     lines.append("")
     for name in done:
         if name in SECTIONS:
