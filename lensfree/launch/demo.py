@@ -83,9 +83,9 @@ def run_demo(backend, out: str, n_frames: int = 1000, seed: int = 0) -> None:
     g = gather
     print(f"stage 3 (gather, fit) in {t4 - t3:.1f} s: best {g['n_selected']} of "
           f"{g['n_members']} members aligned and averaged")
-    edge = "" if g["resolution_reached"] else " (PRTF never below 1/e: the data edge)"
-    print(f"  resolution (PRTF 1/e) {g['resolution_px']:.2f} px = "
-          f"{g['resolution_m'] * 1e9:.2f} nm{edge}; R-factor of the average "
+    res = scoring.describe_resolution(g["resolution_px"], g["resolution_reached"],
+                                      g.get("real_space_pixel_m"), g.get("prtf_edge"))
+    print(f"  resolution (PRTF 1/e) {res}; R-factor of the average "
           f"{g['r_factor']:.4f}; SSIM against the simulated particle {g['ssim']:.3f}")
     print(f"  core-shell fit: inner {fit['best_inner']:g} nm, outer {fit['best_outer']:g} nm "
           f"(true {params.inner_diameter_m * 1e9:g} / {params.outer_diameter_m * 1e9:g} nm),"
