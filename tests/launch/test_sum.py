@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -244,3 +245,33 @@ def test_large_frames_come_fewer_to_a_shard():
     shards = frame_shards(77170, 1, frame_bytes=eiger)
     assert len(shards) == 5513 and shards[0].stop == 14  # ~1 GB each
     assert len(frame_shards(1500, 32, frame_bytes=128 * 128 * 4)) == 6  # small: 256 frames
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_peak_memory_at_2048_squared_is_about_one_chunk(tmp_path):
+    """``lensfree sum`` on 2048^2 uint16 frames in 64-frame chunks (512 MB decoded) peaks
+    near 1 GB (issue 10: at most ~1.2 GB; it was 1.93 GB), measured in a subprocess."""
+    from lensfree.io.frames import create_frame_store
+
+    n, size = 128, 2048
+    yy, xx = np.indices((size, size))
+    mask = np.hypot(yy - size / 2, xx - size / 2) > 20      # a beam stop
+    mask[:, 1020:1030] = False                               # a gap
+    rng = np.random.default_rng(0)
+    frames = create_frame_store(str(tmp_path / "f.zarr"), n, (size, size), np.uint16,
+                                chunk_frames=64, mask=mask)
+    for start in range(0, n, 64):
+        frames[start : start + 64] = np.stack([
+            rng.poisson(rng.uniform(0.2, 1.0), (size, size)).astype(np.uint16)
+            for _ in range(64)])
+    # VmHWM of the process itself (ru_maxrss would keep the forking parent's size)
+    script = ("import sys; from lensfree.launch.cli import main; code = main(sys.argv[1:]); "
+              "print('PEAK', [l for l in open('/proc/self/status') "
+              "if l.startswith('VmHWM')][0].split()[1])")
+    proc = subprocess.run([sys.executable, "-c", script, "sum", str(tmp_path / "f.zarr"),
+                           "--out", str(tmp_path / "r.zarr"), "--pixels", "--quiet"],
+                          capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr
+    peak = int(proc.stdout.split("PEAK")[1]) * 1024  # kB
+    assert peak < 1.2e9, f"peak RSS {peak / 1e9:.2f} GB"
