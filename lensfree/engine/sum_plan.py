@@ -33,8 +33,9 @@ from lensfree.engine.ensemble import ACCEPTED, BACKGROUND, ScreenParams, screen
 
 #: the third label besides ACCEPTED and BACKGROUND: a class whose sum is dropped
 DROPPED = -1
-#: frames the pilot aims at, and its share of the store beyond that
-PILOT_FRAMES, PILOT_SHARE = 256, 0.02
+#: the pilot reads PILOT_SHARE of the frames, and at least PILOT_FRAMES of them or
+#: PILOT_MAX_SHARE of a small store, whichever is fewer
+PILOT_FRAMES, PILOT_SHARE, PILOT_MAX_SHARE = 256, 0.02, 0.1
 #: standard errors of the pilot's background quantile that the bins span on each side
 BAND_SIGMAS = 3.0
 #: bytes of class sums one shard may return: small frames get many bins (few frames read
@@ -68,7 +69,7 @@ def n_classes_for(frame_shape: tuple[int, int], params: ScreenParams) -> int:
 def pilot_chunks(n_frames: int, chunk_frames: int) -> list[tuple[int, int]]:
     """Frame ranges of the pilot: whole chunks, evenly spread over the store."""
     n_chunks = -(-n_frames // chunk_frames)
-    want = max(PILOT_FRAMES, PILOT_SHARE * n_frames)
+    want = max(PILOT_SHARE * n_frames, min(PILOT_FRAMES, PILOT_MAX_SHARE * n_frames))
     count = int(min(n_chunks, max(1, np.ceil(want / chunk_frames))))
     picks = np.unique(np.round(np.linspace(0, n_chunks - 1, count)).astype(int))
     return [(int(c) * chunk_frames, min((int(c) + 1) * chunk_frames, n_frames)) for c in picks]
