@@ -41,6 +41,7 @@ PyTorch is imported only by the functions here that need it (``pip install
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -114,6 +115,8 @@ def require_torch():
 
 def set_deterministic() -> None:
     """One intra-op thread and deterministic kernels for this process (CPU bits repeat)."""
+    # deterministic cuBLAS needs a fixed workspace, set before CUDA starts (no-op on CPU)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch = require_torch()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
