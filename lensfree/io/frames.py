@@ -19,6 +19,7 @@ import zarr
 
 from lensfree.engine import geometry as geo
 from lensfree.errors import LensfreeError
+from lensfree.io import runstore
 
 GEOMETRY_KEYS = ("wavelength_m", "distance_m", "pixel_size_m")
 DEFAULT_CHUNK_FRAMES = 64
@@ -273,7 +274,7 @@ def create_frame_store(
     The caller fills ``frames`` chunk by chunk, so nothing needs all frames in memory.
     """
     group = zarr.open_group(path, mode="w")
-    frames = group.create_array(
+    frames = runstore.create_array(group,
         "frames",
         shape=(n_frames, *frame_shape),
         chunks=(min(chunk_frames, n_frames), *frame_shape),
@@ -281,7 +282,7 @@ def create_frame_store(
         compressors=frame_codec(),
     )
     if mask is not None:
-        group.create_array("mask", data=np.asarray(mask, dtype=bool))
+        runstore.create_array(group, "mask", data=np.asarray(mask, dtype=bool))
     group.attrs.update(attrs or {})
     return frames
 

@@ -36,6 +36,7 @@ import numpy as np
 
 import lensfree
 from lensfree.errors import LensfreeError
+from lensfree.io import runstore
 from lensfree.io.frames import (
     GEOMETRY_KEYS,
     Geometry,
@@ -94,9 +95,9 @@ def ingest(input: str, out: str, *, dataset: str | None = None, mask_dataset: st
             _stream(src, frames, input, chunk_frames, progress)
             group = _zarr_group(partial)
             if src.positions is not None:
-                group.create_array("positions", data=src.positions)
+                runstore.create_array(group, "positions", data=src.positions)
             if src.probe is not None:
-                group.create_array("probe", data=src.probe)
+                runstore.create_array(group, "probe", data=src.probe)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise

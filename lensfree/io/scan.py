@@ -54,9 +54,10 @@ def write_ptycho_frames(path: str, frames: np.ndarray, positions: np.ndarray,
                                                         **(attrs or {})})
     out[...] = frames
     group = zarr.open_group(path, mode="r+")
-    group.create_array("positions", data=np.asarray(positions, np.float64))
+    runstore.create_array(group, "positions", data=np.asarray(positions, np.float64))
     if probe is not None:
-        group.create_array("probe", data=np.asarray(probe, np.complex64).reshape(-1, h, w))
+        runstore.create_array(group, "probe",
+                              data=np.asarray(probe, np.complex64).reshape(-1, h, w))
     return group
 
 
@@ -68,9 +69,9 @@ def simulate_ptycho(out: str, params: sim.PtychoSimParams) -> dict:
     group = write_ptycho_frames(out, scan.frames, scan.positions, scan.probe_guess,
                                 attrs=attrs)
     truth = group.create_group("truth")
-    truth.create_array("object", data=scan.object)
-    truth.create_array("probe", data=scan.probe)
-    truth.create_array("positions", data=scan.true_positions)
+    runstore.create_array(truth, "object", data=scan.object)
+    runstore.create_array(truth, "probe", data=scan.probe)
+    runstore.create_array(truth, "positions", data=scan.true_positions)
     truth.attrs["object_origin"] = [0.0, 0.0]
     return {"n_positions": params.n_positions, "object_shape": list(scan.object.shape),
             "position_error": pt.position_error(scan.positions, scan.true_positions)}

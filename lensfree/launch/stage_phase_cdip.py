@@ -24,6 +24,7 @@ import zarr
 
 from lensfree.engine import cdip, ghio
 from lensfree.errors import LensfreeError
+from lensfree.io import runstore
 from lensfree.launch.timing import Clock
 
 _ARRAYS = ("objects", "supports", "r_fourier", "member_errors")
@@ -45,12 +46,12 @@ def schedule_text(p) -> str:
 def begin(group, params, shape) -> None:
     m, n = params.population, params.cdip.epochs
     h, w = shape
-    group.create_array("objects", shape=(m, h, w), chunks=(1, h, w), dtype=np.complex64)
-    group.create_array("supports", shape=(m, h, w), chunks=(1, h, w), dtype=bool)
+    runstore.create_array(group, "objects", shape=(m, h, w), chunks=(1, h, w), dtype=np.complex64)
+    runstore.create_array(group, "supports", shape=(m, h, w), chunks=(1, h, w), dtype=bool)
     for name in ("member_errors", "errors"):
-        group.create_array(name, shape=(1, m), chunks=(1, 1) if name == "member_errors"
+        runstore.create_array(group, name, shape=(1, m), chunks=(1, 1) if name == "member_errors"
                            else (1, m), dtype=np.float64, fill_value=np.nan)
-    group.create_array("r_fourier", shape=(1, m, n), chunks=(1, 1, n), dtype=np.float32,
+    runstore.create_array(group, "r_fourier", shape=(1, m, n), chunks=(1, 1, n), dtype=np.float32,
                        fill_value=np.nan)
     group.attrs.update({"engine": "cdip", "schedule": schedule_text(params.cdip),
                         "seed": params.seed, "generations_complete": 0, "best": []})

@@ -152,9 +152,10 @@ class PtychoStage(Stage):
         p = opts.params.engine
         n, m = p.iterations, p.probe_modes
         h, w = inp.scan.store.frame_shape
-        group.create_array("object", shape=inp.shape, chunks=inp.shape, dtype=np.complex64)
-        group.create_array("probe", shape=(m, h, w), chunks=(m, h, w), dtype=np.complex64)
-        group.create_array("errors", shape=(n,), chunks=(n,), dtype=np.float64,
+        runstore.create_array(group, "object", shape=inp.shape, chunks=inp.shape,
+                              dtype=np.complex64)
+        runstore.create_array(group, "probe", shape=(m, h, w), chunks=(m, h, w), dtype=np.complex64)
+        runstore.create_array(group, "errors", shape=(n,), chunks=(n,), dtype=np.float64,
                            fill_value=np.nan)
         runstore.write_array(group, "positions_initial", inp.scan.positions)  # as stored
         prop = inp.scan.propagator
