@@ -139,8 +139,10 @@ def dimension_names(group: zarr.Group, name: str, ndim: int) -> tuple[str, ...]:
     `DIMENSIONS`, else ``name_0, name_1, ...`` (unique, so never in conflict)."""
     where = group.path.rsplit("/", 1)[-1] if group.path else ""
     known = DIMENSIONS.get((where, name))
-    if known is not None and len(known) >= ndim and (ndim > 1 or len(known) == 1):
-        return known[len(known) - ndim:]
+    if known is not None and len(known) > ndim:
+        known = tuple(d for d in known if d not in (_SPACE[0], _DETECTOR[0], _OBJECT[0]))
+    if known is not None and len(known) == ndim:  # a 2D array drops the z of (z, y, x)
+        return known
     return tuple(f"{name}_{i}" for i in range(ndim))
 
 
