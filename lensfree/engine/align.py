@@ -3,6 +3,8 @@
 A CDI reconstruction is unique only up to a translation, the twin ``conj(rho(-r))``
 (same Fourier modulus) and a constant phase factor (SCIENCE.md section 4). :func:`align`
 removes all three against a reference, so that members can be bred, averaged and compared.
+Every function takes 2D images and 3D volumes alike: the translation is then sub-voxel
+``(dz, dy, dx)`` and the twin the point inversion through the array centre, conjugated.
 
 References
 ----------
@@ -27,8 +29,9 @@ class AlignInfo:
 
     Attributes
     ----------
-    shift : (float, float)
-        Translation ``(dy, dx)`` in pixels applied (after the twin flip, if any).
+    shift : tuple of float
+        Translation ``(dy, dx)`` (``(dz, dy, dx)`` in 3D) in pixels applied (after the
+        twin flip, if any).
     twin : bool
         Whether the input was replaced by its twin ``conj(g(-r))`` first.
     phase : float
@@ -37,7 +40,7 @@ class AlignInfo:
         ``|<ref, aligned>| / (||ref|| ||aligned||)`` after alignment, in [0, 1].
     """
 
-    shift: tuple[float, float]
+    shift: tuple[float, ...]
     twin: bool
     phase: float
     correlation: float
@@ -51,11 +54,13 @@ def _upsampled_dft(spectrum: np.ndarray, size: int, upsample: int, offsets) -> n
     call can stall for milliseconds on a busy machine.
     """
     out = spectrum
-    for axis in (1, 0):
+    # contracts the last axis and puts it first, so after every axis the order is back
+    subscripts = "ij,kj->ik" if spectrum.ndim == 2 else "ij,...j->i..."
+    for axis in reversed(range(spectrum.ndim)):
         n = spectrum.shape[axis]
         grid = (np.arange(size) - offsets[axis])[:, None] * np.fft.fftfreq(n, upsample)[None]
         kernel = np.exp(2j * np.pi * grid)
-        out = np.einsum("ij,kj->ik", kernel, out)  # contracts the last axis, puts it first
+        out = np.einsum(subscripts, kernel, out)
     return out
 
 
@@ -72,8 +77,8 @@ def _register(img: np.ndarray, ref: np.ndarray, upsample: int) -> tuple[np.ndarr
     #   one BLAS thread per worker            4.1-5.7 / 4.7-6  21-30 / 16-31
     # Ours is 1.9-8x faster where BLAS keeps its default threads (the local and MPI back
     # ends) and level with skimage, within the noise, with one BLAS thread (dask workers).
-    product = np.fft.fft2(ref.astype(np.complex128)) * np.conj(np.fft.fft2(img))
-    cc = np.abs(np.fft.ifft2(product))
+    product = np.fft.fftn(ref.astype(np.complex128)) * np.conj(np.fft.fftn(img))
+    cc = np.abs(np.fft.ifftn(product))
     shape = np.array(cc.shape)
     peak = np.array(np.unravel_index(int(np.argmax(cc)), cc.shape), dtype=np.float64)
     peak[peak > shape // 2] -= shape[peak > shape // 2]
@@ -91,8 +96,9 @@ def _register(img: np.ndarray, ref: np.ndarray, upsample: int) -> tuple[np.ndarr
 
 def register_translation(
     img: np.ndarray, ref: np.ndarray, upsample: int = 20
-) -> tuple[float, float]:
-    """Shift ``(dy, dx)`` that moves ``img`` onto ``ref``, to ``1 / upsample`` pixel.
+) -> tuple[float, ...]:
+    """Shift ``(dy, dx)`` (``(dz, dy, dx)`` for volumes) that moves ``img`` onto ``ref``,
+    to ``1 / upsample`` pixel.
 
     The peak of the cross-correlation ``F^-1[F ref conj(F img)]`` located on the pixel
     grid, then refined by an upsampled DFT over a 1.5-pixel window around it
@@ -100,35 +106,37 @@ def register_translation(
     :func:`skimage.registration.phase_cross_correlation` without phase normalisation,
     which is the more robust with noise). ``fourier_shift(img, shift)`` then matches ``ref``.
     """
-    if img.shape != ref.shape or img.ndim != 2:
-        raise ValueError(f"register_translation: need two 2D arrays of one shape, got "
+    if img.shape != ref.shape or img.ndim not in (2, 3):
+        raise ValueError(f"register_translation: need two 2D or 3D arrays of one shape, got "
                          f"{img.shape} and {ref.shape}")
     shift, _ = _register(img, ref, int(upsample))
-    return float(shift[0]), float(shift[1])
+    return tuple(float(s) for s in shift)
 
 
-def fourier_shift(img: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
-    """``img`` translated by ``shift = (dy, dx)`` pixels, periodically, via its transform.
+def fourier_shift(img: np.ndarray, shift: tuple[float, ...]) -> np.ndarray:
+    """``img`` translated by ``shift = (dy, dx)`` (or ``(dz, dy, dx)``) pixels,
+    periodically, via its transform.
 
     ``out(r) = F^-1[ F img(q) exp(-2 pi i q . shift) ]``; positive shifts move the content
     towards larger indices, as :func:`numpy.roll`. Integer shifts are exact rolls (to
     rounding). The result has the dtype of ``img`` (complex).
     """
     dtype = np.result_type(img.dtype, np.complex64)
-    spectrum = ndimage.fourier_shift(np.fft.fft2(img), shift)
-    return np.fft.ifft2(spectrum).astype(dtype, copy=False)
+    spectrum = ndimage.fourier_shift(np.fft.fftn(img), shift)
+    return np.fft.ifftn(spectrum).astype(dtype, copy=False)
 
 
 def centre_inversion(img: np.ndarray) -> np.ndarray:
-    """``g(-r)`` with the origin at ``(h // 2, w // 2)``: ``out[i, j] = img[2c_y - i, 2c_x - j]``.
+    """``g(-r)`` with the origin at ``(h // 2, w // 2)``: ``out[i, j] = img[2c_y - i, 2c_x - j]``;
+    for a volume the point inversion through ``(d // 2, h // 2, w // 2)``.
 
     Indices are taken modulo the shape. For even ``n``, ``2 (n // 2) = n``, so the map is
     ``i -> (n - i) mod n``: the flipped array rolled by one. For odd ``n`` it is the plain
     flip ``i -> n - 1 - i``.
     """
-    out = img[::-1, ::-1]
+    out = img[(slice(None, None, -1),) * img.ndim]
     rolls = tuple(1 - s % 2 for s in img.shape)  # 1 for even, 0 for odd
-    return np.roll(out, rolls, axis=(0, 1))
+    return np.roll(out, rolls, axis=tuple(range(img.ndim)))
 
 
 def twin(img: np.ndarray) -> np.ndarray:
@@ -152,7 +160,7 @@ def align(img: np.ndarray, ref: np.ndarray, upsample: int = 20) -> tuple[np.ndar
 
     Parameters
     ----------
-    img, ref : (h, w) complex arrays
+    img, ref : (h, w) or (d, h, w) complex arrays
         Reconstruction and reference, same shape.
     upsample : int
         Sub-pixel precision of the registration, ``1 / upsample`` pixel.
@@ -169,7 +177,7 @@ def align(img: np.ndarray, ref: np.ndarray, upsample: int = 20) -> tuple[np.ndar
     candidates = (img, twin(img))
     fits = [_register(c, ref, int(upsample)) for c in candidates]
     is_twin = fits[1][1] > fits[0][1]  # the larger correlation peak wins
-    shift = (float(fits[is_twin][0][0]), float(fits[is_twin][0][1]))
+    shift = tuple(float(s) for s in fits[is_twin][0])
     moved = fourier_shift(candidates[is_twin], shift)
     overlap, corr = _correlation(moved, ref)
     phase = float(np.angle(overlap))

@@ -1,7 +1,8 @@
-"""Two-dimensional complex FFTs with cached pyFFTW plans and persisted FFTW wisdom.
+"""N-dimensional (2D, 3D) complex FFTs with cached pyFFTW plans and persisted FFTW wisdom.
 
-Conventions: zero frequency at index ``[0, 0]`` (no shift), forward transform
-``X[k] = sum_n x[n] exp(-2 pi i k n / N)`` (the same as :func:`numpy.fft.fft2`), inverse
+Conventions: zero frequency at index ``[0, 0]`` (``[0, 0, 0]``; no shift), forward transform
+over every axis ``X[k] = sum_n x[n] exp(-2 pi i k n / N)`` (the same as
+:func:`numpy.fft.fft2`, :func:`numpy.fft.fftn`), inverse
 normalised by ``1 / N`` unless asked otherwise, so ``inverse(forward(x)) == x``.
 
 Plans are made once per ``(shape, dtype, threads)`` and per thread: an FFTW object is not
@@ -37,9 +38,11 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "FFT2",
+    "FFTN",
     "backend",
     "empty_aligned",
     "get_fft2",
+    "get_fftn",
     "load_wisdom",
     "save_wisdom",
     "wisdom_path",
@@ -178,21 +181,23 @@ def _ensure_wisdom_loaded() -> None:
 
 
 class FFT2:
-    """A pair of 2D transforms (forward, inverse) for one shape and dtype, for one thread.
+    """A pair of transforms over every axis (forward, inverse) for one shape (2D or 3D)
+    and dtype, for one thread.
 
-    Obtain it from :func:`get_fft2`; do not share it between threads. ``x`` and ``out`` are
-    caller-owned arrays of the planned shape and dtype. When both are C-contiguous and
-    SIMD-aligned (see :func:`empty_aligned`) the transform runs directly on them with no
-    copy; ``x is out`` runs in place. Other arrays go through internal buffers (correct,
-    but slower). The input of an out-of-place transform is preserved. Each plan keeps a
-    reference to the last arrays it ran on (pyFFTW does), until its next call.
+    Obtain it from :func:`get_fft2` (2D) or :func:`get_fftn`; do not share it between
+    threads. ``x`` and ``out`` are caller-owned arrays of the planned shape and dtype.
+    When both are C-contiguous and SIMD-aligned (see :func:`empty_aligned`) the transform
+    runs directly on them with no copy; ``x is out`` runs in place. Other arrays go
+    through internal buffers (correct, but slower). The input of an out-of-place transform
+    is preserved. Each plan keeps a reference to the last arrays it ran on (pyFFTW does),
+    until its next call.
     """
 
-    def __init__(self, shape: tuple[int, int], dtype=np.complex64, threads: int = 1):
+    def __init__(self, shape: tuple[int, ...], dtype=np.complex64, threads: int = 1):
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.threads = int(threads)
-        self.size = self.shape[0] * self.shape[1]
+        self.size = int(np.prod(self.shape))
         self.backend = backend()
         self._plans: dict[tuple[str, bool], object] = {}
         self._buffers: tuple[np.ndarray, np.ndarray] | None = None
@@ -259,7 +264,7 @@ class FFT2:
         """``out = F x`` (unnormalised, as :func:`numpy.fft.fft2`); returns ``out``."""
         out = self._check(x, out)
         if self.backend == "numpy":
-            out[...] = np.fft.fft2(x)
+            out[...] = np.fft.fftn(x)  # over every axis: fft2 in 2D
             return out
         self._run("FFTW_FORWARD", x, out)
         return out
@@ -274,7 +279,7 @@ class FFT2:
         """
         out = self._check(x, out)
         if self.backend == "numpy":
-            out[...] = np.fft.ifft2(x)
+            out[...] = np.fft.ifftn(x)
             if not normalise:
                 out *= self.size
             return out
@@ -288,7 +293,7 @@ def _make_plan(buf_in: np.ndarray, buf_out: np.ndarray, threads: int, direction:
     """One FFTW plan on the given scratch arrays (planning overwrites them), from wisdom
     when possible, else measured (and the wisdom saved)."""
     _ensure_wisdom_loaded()
-    kwargs = dict(axes=(0, 1), direction=direction, threads=threads)
+    kwargs = dict(axes=tuple(range(buf_in.ndim)), direction=direction, threads=threads)
     with _wisdom_lock:
         if _planner() == "estimate":
             return pyfftw.FFTW(buf_in, buf_out, flags=("FFTW_ESTIMATE",), **kwargs)
@@ -322,6 +327,21 @@ def get_fft2(shape: tuple[int, int], dtype=np.complex64, threads: int | None = N
         raise ValueError(f"FFT dtype must be complex64 or complex128, got {dtype}")
     if len(shape) != 2:
         raise ValueError(f"FFT2 needs a 2D shape, got {shape}")
+    return get_fftn(shape, dtype, threads)
+
+
+#: the transform class is the same in every dimension
+FFTN = FFT2
+
+
+def get_fftn(shape: tuple[int, ...], dtype=np.complex64, threads: int | None = None) -> FFT2:
+    """The calling thread's cached transform over every axis of a 2D or 3D ``shape``;
+    otherwise as :func:`get_fft2`."""
+    dtype = np.dtype(dtype)
+    if dtype not in _DTYPES:
+        raise ValueError(f"FFT dtype must be complex64 or complex128, got {dtype}")
+    if len(shape) not in (2, 3):
+        raise ValueError(f"FFT needs a 2D or 3D shape, got {shape}")
     if threads is None:
         threads = int(os.environ.get("LENSFREE_FFT_THREADS", "1"))
     if threads < 1:

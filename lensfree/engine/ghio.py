@@ -50,7 +50,7 @@ def member_start(
 
     Parameters
     ----------
-    amplitude, valid : (h, w) arrays, centred
+    amplitude, valid : (h, w) or (d, h, w) arrays, centred
         Measured amplitude and valid mask (missing pixels start at 0).
     support : (h, w) bool
         Support the start is restricted to.
@@ -64,7 +64,7 @@ def member_start(
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0.0, 2 * np.pi, size=np.shape(amplitude))
     field = np.where(valid, amplitude, 0) * np.exp(1j * phase)
-    rho = np.fft.ifft2(np.fft.ifftshift(field))
+    rho = np.fft.ifftn(np.fft.ifftshift(field))  # ifft2 in 2D, the same bits
     return np.where(support, rho, 0).astype(np.complex64)
 
 

@@ -1,8 +1,9 @@
 """Iterative phase retrieval: parameters, the state of one run, error metrics, ``run``.
 
-SCIENCE.md section 2. Notation: ``rho`` object (exit wave), ``F`` the 2D DFT, ``A``
-measured Fourier amplitude, ``V`` valid (measured) pixels, ``S`` support,
-``rho_m = F^-1 P_M F rho`` the object after the modulus projection.
+SCIENCE.md section 2. Notation: ``rho`` object (exit wave), ``F`` the DFT over every
+axis (2D patterns and 3D volumes alike), ``A`` measured Fourier amplitude, ``V`` valid
+(measured) pixels, ``S`` support, ``rho_m = F^-1 P_M F rho`` the object after the modulus
+projection.
 
 Layouts: ``amplitude`` and ``valid`` come centred (zero frequency at ``(h // 2, w // 2)``,
 as stored) and are shifted once at set-up; inside the loop the transform has zero
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .fft import empty_aligned, get_fft2
+from .fft import empty_aligned, get_fftn
 from .params import check_fields, non_negative, one_of, param, within
 from .projections import (
     autocorrelation_support,
@@ -222,7 +223,7 @@ class _State:
     def __init__(self, amplitude, valid, rho0, support, params: PhasingParams):
         shape = amplitude.shape
         self.beta, self.positivity, self.size = params.beta, params.positivity, amplitude.size
-        self.fft = get_fft2(shape, np.complex64, params.fft_threads)
+        self.fft = get_fftn(shape, np.complex64, params.fft_threads)
         measured, target = _targets(amplitude, valid, params)
         self.a_sum = float(measured.sum(dtype=np.float64))
         self.measured = np.fft.ifftshift(measured)
@@ -257,7 +258,7 @@ class _State:
             np.multiply(self.base, np.float32(scale / self.size), out=self.target)
             self.scale = scale
         r_sum, energy = self._project(scale, False, record)
-        w00 = self.w[0, 0]
+        w00 = self.w[(0,) * self.w.ndim]
         if w00 != w00 or abs(w00) == math.inf:  # a 0/0 in psi reaches every pixel of w
             r_sum, energy = self._project(scale, True, record)
         return r_sum / self.a_sum, energy * self.size  # Parseval, unnormalised inverse
@@ -299,8 +300,9 @@ def run(
 
     Parameters
     ----------
-    amplitude : (h, w) float array, centred
-        Measured ``A = sqrt(I)``, zero frequency at ``(h // 2, w // 2)``.
+    amplitude : (h, w) or (d, h, w) float array, centred
+        Measured ``A = sqrt(I)``, zero frequency at ``(h // 2, w // 2)`` (``(d // 2, h //
+        2, w // 2)``); every other array has the same shape.
     valid : (h, w) bool array, centred
         True where measured; elsewhere the Fourier field floats.
     rho0 : (h, w) complex array
@@ -326,8 +328,9 @@ def run(
     params = params or PhasingParams()
     steps = as_schedule(schedule)
     shape = np.shape(amplitude)
-    if len(shape) != 2 or any(np.shape(a) != shape for a in (valid, rho0, support)):
-        raise ValueError("amplitude, valid, rho0 and support must be 2D arrays of one shape: "
+    if len(shape) not in (2, 3) or any(np.shape(a) != shape for a in (valid, rho0, support)):
+        raise ValueError("amplitude, valid, rho0 and support must be 2D or 3D arrays of one "
+                         "shape: "
                          f"{[np.shape(a) for a in (amplitude, valid, rho0, support)]}")
     valid = np.asarray(valid, dtype=bool)
     if not valid.any():

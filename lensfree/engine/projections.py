@@ -1,10 +1,11 @@
 """Constraints of phase retrieval: the modulus and support projections, support estimates.
 
 SCIENCE.md section 2. Notation as :mod:`lensfree.engine.phasing`: ``rho`` object, ``F``
-the 2D DFT, ``A`` measured Fourier amplitude, ``V`` valid (measured) pixels, ``S``
-support. The functions here work on arrays in any layout unless they say otherwise; the
-in-place kernels (:func:`modulus_inplace`, :func:`constrain`) are what every phasing
-iteration runs, on the preallocated arrays of :mod:`lensfree.engine.phasing`.
+the DFT over every axis, ``A`` measured Fourier amplitude, ``V`` valid (measured) pixels,
+``S`` support; arrays are 2D patterns or 3D volumes alike (a pixel is a voxel in 3D). The
+functions here work on arrays in any layout unless they say otherwise; the in-place
+kernels (:func:`modulus_inplace`, :func:`constrain`) are what every phasing iteration
+runs, on the preallocated arrays of :mod:`lensfree.engine.phasing`.
 :mod:`lensfree.engine.phasing` re-exports the public names.
 
 References
@@ -103,16 +104,16 @@ def autocorrelation_support(
 
     The autocorrelation of ``rho`` is ``F^-1 |F rho|^2``; its support is twice the object's
     extent, a safe loose start for shrinkwrap. Missing pixels contribute 0. The result is
-    centred at ``(h // 2, w // 2)``, blurred by ``sigma`` pixels and thresholded at
-    ``threshold`` times its maximum.
+    centred at ``(h // 2, w // 2)`` (``(d // 2, h // 2, w // 2)`` in 3D), blurred by
+    ``sigma`` pixels and thresholded at ``threshold`` times its maximum.
 
     Parameters
     ----------
-    amplitude, valid : (h, w) arrays, centred
+    amplitude, valid : (h, w) or (d, h, w) arrays, centred
         Measured amplitude and valid mask.
     """
     intensity = np.where(valid, amplitude.astype(np.float64) ** 2, 0)
-    ac = np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(intensity))))
+    ac = np.abs(np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(intensity))))
     if sigma > 0:
         ac = ndimage.gaussian_filter(ac, sigma, mode="wrap")
     return ac > threshold * ac.max()
@@ -120,5 +121,5 @@ def autocorrelation_support(
 
 def fourier_r_factor(rho: np.ndarray, amplitude: np.ndarray, valid: np.ndarray) -> float:
     """``R_F = sum_V ||F rho| - A| / sum_V A`` for centred ``amplitude`` and ``valid``."""
-    mag = np.abs(np.fft.fftshift(np.fft.fft2(rho)))
+    mag = np.abs(np.fft.fftshift(np.fft.fftn(rho)))
     return float(np.abs(mag - amplitude)[valid].sum() / amplitude[valid].sum())

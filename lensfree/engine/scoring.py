@@ -4,7 +4,8 @@ SCIENCE.md section 4. Members are aligned to a reference with :func:`align.align
 sub-pixel shift, global phase) and summed block by block into :class:`AlignedSums`, so a
 caller can stream hundreds of members through a few partial sums and fold them in a
 fixed order. Everything here works on numpy arrays in the store's conventions: Fourier
-arrays centred, zero frequency at ``(h // 2, w // 2)``.
+arrays centred, zero frequency at ``(h // 2, w // 2)``; 3D volumes (``(d // 2, h // 2,
+w // 2)``) too, the PRTF then over spherical shells (SSIM and the core-shell fit are 2D).
 
 References
 ----------
@@ -49,8 +50,8 @@ INV_E = float(np.exp(-1.0))
 
 
 def spectrum(obj: np.ndarray) -> np.ndarray:
-    """``G = F obj`` centred like the stored amplitude: ``fftshift(fft2(obj))``, complex128."""
-    return np.fft.fftshift(np.fft.fft2(np.asarray(obj, dtype=np.complex128)))
+    """``G = F obj`` centred like the stored amplitude: ``fftshift(fftn(obj))``, complex128."""
+    return np.fft.fftshift(np.fft.fftn(np.asarray(obj, dtype=np.complex128)))
 
 
 @dataclass
@@ -163,15 +164,23 @@ def combine(parts: Sequence[AlignedSums]) -> AlignedSums:
 # ----------------------------------------------------------------------------- PRTF
 
 
-def shell_index(shape: tuple[int, int]) -> np.ndarray:
-    """Shell of every pixel: its distance from ``(h // 2, w // 2)`` rounded to an integer.
+def shell_index(shape: tuple[int, ...]) -> np.ndarray:
+    """Shell of every pixel: its distance from ``(h // 2, w // 2)`` rounded to an integer;
+    for a 3D shape the spherical shell about ``(d // 2, h // 2, w // 2)``.
 
-    Shells run from 0 to ``min(h, w) // 2`` (full rings only); corner pixels beyond get -1.
+    Shells run from 0 to ``min(shape) // 2`` (full rings or spheres only); corner pixels
+    beyond get -1.
     """
-    h, w = shape
-    yy, xx = np.indices(shape)
-    k = np.rint(np.hypot(yy - h // 2, xx - w // 2)).astype(np.int64)
-    k[k > min(h, w) // 2] = -1
+    if len(shape) == 2:
+        h, w = shape
+        yy, xx = np.indices(shape)
+        radius = np.hypot(yy - h // 2, xx - w // 2)
+    else:
+        grids = np.indices(shape)
+        radius = np.sqrt(sum((g - n // 2).astype(np.float64) ** 2
+                             for g, n in zip(grids, shape)))
+    k = np.rint(radius).astype(np.int64)
+    k[k > min(shape) // 2] = -1
     return k
 
 
@@ -358,10 +367,12 @@ def ssim_to_model(image: np.ndarray, model: np.ndarray, *, upsample: int = 20,
     ref = np.abs(np.asarray(model)).astype(np.float64)
     aligned = align_to_model(image, ref, upsample)
     if margin is not None and ref.max() > 0:
-        rows = np.flatnonzero((ref > level * ref.max()).any(axis=1))
-        cols = np.flatnonzero((ref > level * ref.max()).any(axis=0))
+        above = ref > level * ref.max()
+        # the indices along each axis where the model shows (rows, columns; planes in 3D)
+        spans = [np.flatnonzero(above.any(axis=tuple(j for j in range(ref.ndim) if j != i)))
+                 for i in range(ref.ndim)]
         box = tuple(_widen(idx[0], idx[-1] + 1, margin, n)
-                    for idx, n in zip((rows, cols), ref.shape))
+                    for idx, n in zip(spans, ref.shape))
         aligned, ref = aligned[box], ref[box]
     return ssim(aligned, ref)
 

@@ -9,11 +9,11 @@ the back end's fixed tree (`Backend.reduce`, on the workers), so every back end 
 worker count gives the same numbers, and no process ever holds more than one member
 besides a few partial sums.
 
-Store layout (``gather/``): ``average`` (h, w) complex64, ``prtf`` and ``q`` (shells; q in
-cycles per pixel), ``selected`` (n,) member indices in order of error, ``shifts`` (n, 2),
-``twin`` (n,), ``correlation`` (n,) from the alignment; attrs ``resolution_px``,
-``resolution_m`` (when the geometry is known), ``r_factor``, ``ssim`` (with a model) and
-the rest listed in README.
+Store layout (``gather/``): ``average`` (h, w) complex64 ((d, h, w) for a 3D pattern),
+``prtf`` and ``q`` (shells, spherical in 3D; q in cycles per pixel), ``selected`` (n,)
+member indices in order of error, ``shifts`` (n, 2) ((n, 3) in 3D), ``twin`` (n,),
+``correlation`` (n,) from the alignment; attrs ``resolution_px``, ``resolution_m`` (when
+the geometry is known), ``r_factor``, ``ssim`` (with a model) and the rest listed in README.
 """
 
 from __future__ import annotations
@@ -235,7 +235,8 @@ class GatherStage(Stage):
             attrs["model"] = inp.model_source
         arrays = {"average": average.astype(np.complex64), "prtf": curve, "q": q,
                   "selected": np.asarray(inp.selected, np.int64),
-                  "shifts": np.asarray(total.shifts, np.float64).reshape(-1, 2),
+                  "shifts": np.asarray(total.shifts, np.float64).reshape(
+                      -1, inp.amplitude.ndim),
                   "twin": np.asarray(total.twins, bool),
                   "correlation": np.asarray(total.correlations, np.float64)}
         for name, data in arrays.items():

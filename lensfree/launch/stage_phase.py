@@ -7,10 +7,12 @@ Only the guide moves between generations, never the population: every member rea
 own previous object from the store and writes its new one there itself.
 
 Store layout and resuming (``phasing/``):
-- ``population`` (2, M, h, w) complex64 and ``population_support`` (2, M, h, w) bool,
-  one chunk per member: generation g (all but the last) writes slot ``g % 2`` and reads
-  slot ``(g - 1) % 2``, so recomputing an unfinished member reads exactly what it read
-  the first time. The last generation writes ``objects`` and ``supports`` (M, h, w).
+- ``population`` (2, M, h, w) complex64 and ``population_support`` (2, M, h, w) bool
+  ((2, M, d, h, w) for a 3D ``ensemble/amplitude``: every array here takes the pattern's
+  shape, 2D or 3D), one chunk per member: generation g (all but the last) writes slot
+  ``g % 2`` and reads slot ``(g - 1) % 2``, so recomputing an unfinished member reads
+  exactly what it read the first time. The last generation writes ``objects`` and
+  ``supports`` (M, h, w).
 - ``member_errors`` (G, M), one chunk per entry, NaN until the member's worker has
   written its object: its final R_F is that member's completion marker, written last.
 - ``errors`` (G, M): final R_F of every member, written by the root at the end of each
@@ -180,8 +182,9 @@ def read_phasing_input(run_path: str, support_threshold: float):
             raise LensfreeError(f"{run_path}: ensemble/ has no '{name}' array")
     amplitude = np.asarray(group["amplitude"][...], dtype=np.float32)
     valid = np.asarray(group["valid"][...], dtype=bool)
-    if amplitude.ndim != 2:
-        raise LensfreeError(f"{run_path}: ensemble/amplitude is {amplitude.ndim}D, expected 2D")
+    if amplitude.ndim not in (2, 3):
+        raise LensfreeError(f"{run_path}: ensemble/amplitude is {amplitude.ndim}D, expected "
+                            "2D or 3D")
     if valid.shape != amplitude.shape:
         raise LensfreeError(f"{run_path}: ensemble/valid has shape {valid.shape}, "
                             f"amplitude {amplitude.shape}")
@@ -212,7 +215,11 @@ class PhaseStage(Stage):
     def open(self, opts):
         if opts.params.engine == "cdip":
             stage_phase_cdip.require(opts.params.cdip)
-        return read_phasing_input(opts.run, opts.params.support_threshold)
+        inp = read_phasing_input(opts.run, opts.params.support_threshold)
+        if opts.params.engine == "cdip" and inp[0].ndim != 2:
+            raise LensfreeError(f"{opts.run}: the cdip engine phases 2D patterns only; "
+                                f"ensemble/amplitude is {inp[0].shape} (use --engine ghio)")
+        return inp
 
     def inputs(self, opts, inp) -> dict:
         return {"run": opts.run, "amplitude_shape": list(inp[0].shape)}
@@ -223,16 +230,19 @@ class PhaseStage(Stage):
             stage_phase_cdip.begin(group, p, inp[0].shape)
             return
         m, g, n = p.population, p.generations, p.n_iterations
-        h, w = inp[0].shape
+        shape = tuple(inp[0].shape)  # (h, w) or (d, h, w): one chunk per member either way
         for name, dtype in (("population", np.complex64), ("population_support", bool)):
-            group.create_array(name, shape=(2, m, h, w), chunks=(1, 1, h, w), dtype=dtype)
-        group.create_array("objects", shape=(m, h, w), chunks=(1, h, w), dtype=np.complex64)
-        group.create_array("supports", shape=(m, h, w), chunks=(1, h, w), dtype=bool)
+            runstore.create_array(group, name, shape=(2, m, *shape), chunks=(1, 1, *shape),
+                                  dtype=dtype)
+        runstore.create_array(group, "objects", shape=(m, *shape), chunks=(1, *shape),
+                           dtype=np.complex64)
+        runstore.create_array(group, "supports", shape=(m, *shape), chunks=(1, *shape), dtype=bool)
         for name in ("member_errors", "errors"):
-            group.create_array(name, shape=(g, m), chunks=(1, 1) if name == "member_errors"
-                               else (g, m), dtype=np.float64, fill_value=np.nan)
+            runstore.create_array(group, name, shape=(g, m),
+                                  chunks=(1, 1) if name == "member_errors" else (g, m),
+                                  dtype=np.float64, fill_value=np.nan)
         for name in ("r_fourier", "e_support"):
-            group.create_array(name, shape=(g, m, n), chunks=(1, 1, n), dtype=np.float32,
+            runstore.create_array(group, name, shape=(g, m, n), chunks=(1, 1, n), dtype=np.float32,
                                fill_value=np.nan)
         group.attrs.update({"schedule": p.schedule, "seed": p.seed,
                             "generations_complete": 0, "best": []})
@@ -319,4 +329,4 @@ def _warm_fft(shape) -> None:
     """Plan once on the root so every worker loads the same FFTW wisdom (same bits)."""
     from lensfree.engine import fft
 
-    fft.get_fft2(shape).prepare()
+    fft.get_fftn(shape).prepare()

@@ -86,3 +86,40 @@ def test_align_keeps_the_direct_image_and_removes_phase(ref):
 def test_align_rejects_shape_mismatch(ref):
     with pytest.raises(ValueError, match="shapes differ"):
         align.align(ref[:32], ref)
+
+
+# ----------------------------------------------------------------------------- 3D
+
+
+@pytest.fixture(scope="module")
+def volume():
+    """An asymmetric complex blob in 24^3: an ellipsoid with a phase ramp and a bump."""
+    z, y, x = (np.indices((24, 24, 24)) - 12).astype(np.float64)
+    body = ((x / 6) ** 2 + (y / 4) ** 2 + (z / 3) ** 2 <= 1) | (
+        (x - 4) ** 2 + (y + 3) ** 2 + (z - 1) ** 2 <= 4)
+    return (body * np.exp(1j * (0.3 * x + 0.2 * z + 0.05 * x * y))).astype(np.complex64)
+
+
+@pytest.mark.parametrize("shift", [(1.35, -2.6, 0.45), (-0.3, 4.05, -3.7)])
+def test_register_recovers_a_subvoxel_shift_in_3d(volume, shift):
+    moved = align.fourier_shift(volume, shift)
+    found = align.register_translation(moved, volume, upsample=20)
+    assert len(found) == 3 and np.allclose(found, [-s for s in shift], atol=0.05), found
+
+
+def test_3d_twin_is_the_point_inversion_conjugated(volume):
+    tw = align.twin(volume)
+    assert tw[12 + 2, 12 - 3, 12 + 1] == np.conj(volume[12 - 2, 12 + 3, 12 - 1])
+    np.testing.assert_array_equal(align.twin(tw), volume)
+    # the same |F g|: the twin cannot be told from the data
+    np.testing.assert_allclose(np.abs(np.fft.fftn(tw)), np.abs(np.fft.fftn(volume)),
+                               atol=1e-3 * np.abs(np.fft.fftn(volume)).max())
+
+
+def test_align_undoes_twin_shift_and_phase_in_3d(volume):
+    moved = np.exp(1.1j) * align.fourier_shift(align.twin(volume), (2.4, -1.15, 3.0))
+    aligned, info = align.align(moved.astype(np.complex64), volume)
+    assert info.twin and len(info.shift) == 3 and info.correlation > 0.999
+    assert np.linalg.norm(aligned - volume) <= 0.02 * np.linalg.norm(volume)
+    plain, info = align.align(volume, volume)
+    assert not info.twin and np.allclose(info.shift, 0) and abs(info.phase) < 1e-6
