@@ -18,6 +18,12 @@ def plot_pattern(run_path: str, out_png: str) -> str:
     plt = pyplot()
     amplitude = np.asarray(group["amplitude"][...], np.float64)
     valid = np.asarray(group["valid"][...], bool)
+    if amplitude.ndim == 3:  # a 3D pattern (a Bragg rocking scan, or another tool's)
+        from lensfree.io.report.volume import draw_pattern
+
+        fig, axes = plt.subplots(1, 4, figsize=(18, 4.6), constrained_layout=True)
+        draw_pattern(fig, axes, amplitude, valid)
+        return save(fig, out_png)
     fig, ax = plt.subplots(figsize=(6.5, 5.5), constrained_layout=True)
     im = log_pattern(ax, amplitude ** 2, valid)
     ax.set_title("pattern A^2, log10 (red: missing; zero counts at the bottom)", fontsize=10)
@@ -76,7 +82,8 @@ def summary_lines(run) -> list[str]:
     if "center" in a:
         lines.append(f"- centre ({a['center'][0]:.2f}, {a['center'][1]:.2f}) px, "
                      f"binned x{a.get('binning', 1)}")
-    lines.append(f"- amplitude {shape[0]} x {shape[1]}, {a.get('n_valid', '?')} valid pixels")
+    lines.append(f"- amplitude {' x '.join(str(n) for n in shape)}, "
+                 f"{a.get('n_valid', '?')} valid {'voxels' if len(shape) == 3 else 'pixels'}")
     if a.get("real_space_pixel_m"):
         lines.append(f"- real-space pixel {a['real_space_pixel_m'] * 1e9:.3f} nm "
                      f"(wavelength {a.get('wavelength_m')} m, distance "

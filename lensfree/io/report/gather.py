@@ -39,6 +39,8 @@ def plot_average(run_path: str, out_png: str) -> str:
     ref = group.attrs.get("reference_member")
     if ref is not None and "phasing" in run and "supports" in run["phasing"]:
         support = np.asarray(run["phasing/supports"][int(ref)], bool)
+    if average.ndim == 3:
+        return _plot_volume_average(group, average, pixel, support, out_png)
     box = object_box(average, support)
     fig, axes = plt.subplots(1, 4 if model is not None else 2,
                              figsize=(17 if model is not None else 9.5, 4.5),
@@ -60,6 +62,19 @@ def plot_average(run_path: str, out_png: str) -> str:
     return save(fig, out_png)
 
 
+def _plot_volume_average(group, average, pixel, support, out_png: str) -> str:
+    """The 3D average: three orthogonal central slices (amplitude, phase) and a projection.
+    The phase is in radians; of a Bragg reconstruction it is the projection of the
+    displacement field on the scattering vector, ``phi = Q . u``."""
+    from lensfree.io.report.volume import draw_volume
+
+    fig, axes = pyplot().subplots(2, 4, figsize=(17, 7.6), squeeze=False,
+                                  constrained_layout=True)
+    draw_volume(fig, axes, average, pixel, support,
+                title=f"average of {group.attrs['n_selected']}, ")
+    return save(fig, out_png)
+
+
 def plot_prtf(run_path: str, out_png: str) -> str:
     """The PRTF against spatial frequency, the 1/e line and the resolution it gives."""
     import zarr
@@ -78,7 +93,8 @@ def plot_prtf(run_path: str, out_png: str) -> str:
     if a.get("prtf_floor") is not None:
         ax.axhline(a["prtf_floor"], color="0.6", ls="-.",
                    label=f"chance level of {a['n_selected']} members")
-    ax.set_title(f"PRTF of {a['n_selected']} members\nhalf-period resolution "
+    shells = " over spherical shells" if group["average"].ndim == 3 else ""
+    ax.set_title(f"PRTF of {a['n_selected']} members{shells}\nhalf-period resolution "
                  f"{_resolution(a)}", fontsize=10)
     ax.set_xlabel(f"q ({unit})")
     ax.set_ylabel("PRTF (phase-only)")

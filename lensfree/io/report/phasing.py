@@ -36,6 +36,8 @@ def plot_members(run_path: str, out_png: str, n_best: int = 4) -> str:
     run = zarr.open_group(run_path, mode="r")
     group = run["phasing"]
     pixel = real_space_pixel(run)
+    if group["objects"].ndim == 4:  # 3D members
+        return _plot_volume_members(group, pixel, out_png, min(n_best, 2))
     errors, order = _best_members(group, n_best)
     fig, axes = plt.subplots(2, len(order), figsize=(3.6 * len(order), 6.4), squeeze=False,
                              constrained_layout=True)
@@ -49,6 +51,22 @@ def plot_members(run_path: str, out_png: str, n_best: int = 4) -> str:
         axes[0, col].set_title(f"member {m}: R_F {errors[-1, m]:.4f}", fontsize=9)
         phase_panel(fig, axes[1, col], obj, pixel, box)
         axes[1, col].set_title("phase (grey: amplitude < 10%)", fontsize=9)
+    return save(fig, out_png)
+
+
+def _plot_volume_members(group, pixel, out_png: str, n_best: int) -> str:
+    """The best 3D members: for each, three orthogonal central slices (amplitude above,
+    phase below) and the projection along z."""
+    from lensfree.io.report.volume import draw_volume
+
+    errors, order = _best_members(group, n_best)
+    fig, axes = pyplot().subplots(2 * len(order), 4, figsize=(17, 7.6 * len(order)),
+                                  squeeze=False, constrained_layout=True)
+    for k, m in enumerate(order):
+        support = (np.asarray(group["supports"][int(m)], bool) if "supports" in group
+                   else None)
+        draw_volume(fig, axes[2 * k:2 * k + 2], np.asarray(group["objects"][int(m)]), pixel,
+                    support, title=f"member {m} (R_F {errors[-1, m]:.4f}), ")
     return save(fig, out_png)
 
 
