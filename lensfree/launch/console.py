@@ -40,7 +40,12 @@ def open_backend(execution, backend=None):
             link = getattr(backend, "dashboard_link", None)
             extra = f", dashboard {link}" if link else ""
             report([f"backend {backend.name}: {backend.n_workers} worker(s){extra}"])
-        yield backend
+        try:
+            yield backend
+        except KeyboardInterrupt:
+            # workers cut short while closing are expected now: keep the one-line ending
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+            raise
 
 
 def report(lines) -> None:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from lensfree.errors import LensfreeError
 
 #: where a LocalCluster's dashboard listens unless told otherwise
-DASHBOARD_ADDRESS = ":8787"
+DASHBOARD_ADDRESS = "127.0.0.1:8787"  # this machine only, unless an interface is named
 
 
 @dataclass(frozen=True)

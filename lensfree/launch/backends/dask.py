@@ -55,6 +55,10 @@ class DaskBackend(Backend):
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=dashboard_address,
+                    # the workers' own warnings (a task cancelled by Ctrl-C) stay off the
+                    # terminal unless they are errors; --debug keeps everything
+                    silence_logs=logging.DEBUG if os.environ.get("LENSFREE_DEBUG")
+                    else logging.ERROR,
                 )
             self.client = Client(self.cluster)
         self.n_workers = max(1, len(self.client.scheduler_info()["workers"]))
