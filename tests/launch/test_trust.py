@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import zarr
 
 from lensfree.io import runstore, sidecar
 from lensfree.launch.cli import main
-from tests.conftest import lensfree_exe
+from tests.conftest import lensfree_exe, mpiexec
 
 PHASE = ["--population", "2", "--generations", "1", "--schedule", "HIO:30,ER:10", "--quiet"]
 
@@ -138,3 +139,30 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes(tmp_path):
     assert "resumed the interrupted run of phasing/" in done.stdout
     logged = open(sidecar.log_path(run)).read()
     assert "interrupted" in logged and "resuming the unfinished phasing/" in logged
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(mpiexec() is None, reason="no mpiexec (pip install 'lensfree[mpi]')")
+def test_a_cluster_booted_inside_mpirun_refuses_strangers(tmp_path):
+    from distributed import Client
+
+    run = _object(str(tmp_path / "run.zarr"))
+    proc = subprocess.Popen(
+        [mpiexec(), "-n", "3", sys.executable, "-m", "mpi4py", "-m", "lensfree", "phase", run,
+         "--population", "2", "--generations", "1", "--schedule", "HIO:20000",
+         "--backend", "dask", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        address, deadline = None, time.monotonic() + 90
+        while address is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            if os.path.exists(sidecar.log_path(run)):
+                found = re.search(r"scheduler (tls://\S+),", open(sidecar.log_path(run)).read())
+                address = found and found.group(1)
+        assert address, "the scheduler's address never reached the log"
+        for stranger in (address, address.replace("tls://", "tcp://")):
+            with pytest.raises(Exception):  # noqa: B017 (refused, however it is worded)
+                Client(stranger, timeout="5s").close()
+    finally:
+        proc.kill()
+        proc.communicate()

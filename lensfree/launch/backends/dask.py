@@ -63,7 +63,8 @@ class DaskBackend(Backend):
             self.client = Client(self.cluster)
         self.n_workers = max(1, len(self.client.scheduler_info()["workers"]))
         self.dashboard_link = self.client.dashboard_link
-        log.info("dask: %d workers, dashboard %s", self.n_workers, self.dashboard_link)
+        log.info("dask: %d workers, scheduler %s, dashboard %s", self.n_workers,
+                 self.client.scheduler.address, self.dashboard_link)
 
     @classmethod
     def from_options(cls, options: BackendOptions) -> DaskBackend:
@@ -158,7 +159,34 @@ def boot_dask_in_mpi(dashboard_address: str = DASHBOARD_ADDRESS) -> str | None:
     except ImportError:
         raise LensfreeError("--backend dask under mpirun needs dask-mpi: "
                             "pip install 'lensfree[mpi]'") from None
+    # the scheduler listens on the network: only this job's ranks may talk to it (TLS with
+    # a certificate made for this run on rank 0 and handed to the others over MPI)
+    dask.config.set(_tls_config(_run_certificate()))
     with dask.config.set({_TRIM_KEY: None}):  # as for a LocalCluster (DaskBackend)
         is_client = dask_mpi.initialize(exit=False, worker_class="distributed.Nanny",
-                                        nthreads=1, dashboard_address=dashboard_address)
+                                        nthreads=1, dashboard_address=dashboard_address,
+                                        protocol="tls")
     return dask.config.get("scheduler_address") if is_client else None
+
+
+def _run_certificate() -> tuple[str, str]:
+    """(certificate, key) in PEM, made on rank 0 for this run, the same on every rank."""
+    from mpi4py import MPI
+
+    pem = None
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        from distributed.security import Security
+
+        temporary = Security.temporary()
+        pem = (temporary.tls_ca_file, temporary.tls_scheduler_key)
+    return MPI.COMM_WORLD.bcast(pem, root=0)
+
+
+def _tls_config(pem: tuple[str, str]) -> dict:
+    cert, key = pem
+    config = {"distributed.comm.require-encryption": True,
+              "distributed.comm.tls.ca-file": cert}
+    for role in ("scheduler", "worker", "client"):
+        config[f"distributed.comm.tls.{role}.cert"] = cert
+        config[f"distributed.comm.tls.{role}.key"] = key
+    return config
