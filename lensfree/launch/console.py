@@ -32,7 +32,8 @@ def open_backend(execution, backend=None):
         logging.getLogger("distributed").setLevel(logging.WARNING)
     backend = backends.start_backend(
         execution.backend, workers=execution.workers, scheduler=execution.scheduler,
-        progress=not execution.quiet, dashboard_address=execution.dashboard_address)
+        progress=not execution.quiet, dashboard_address=execution.dashboard_address,
+        security=execution.security)
     if backend is None:
         raise ServedCluster
     with backend:

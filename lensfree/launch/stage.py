@@ -49,11 +49,15 @@ class Execution:
     dashboard_address: str = param("127.0.0.1:8787", "dask: where the LocalCluster dashboard "
                                    "listens (this machine only; name an interface, e.g. "
                                    ":8787, to open it to the network)")
+    security: str | None = param(None, "dask: folder with ca.pem, cert.pem and key.pem to join "
+                                 "a --scheduler over TLS", default_help="the Dask config's")
     seed: int = param(0, "run seed")
     quiet: bool = param(False, "no progress bars", action="store_true")
 
     def __post_init__(self):
         check_fields(self)
+        if self.security and not self.scheduler:
+            raise ValueError(f"--security {self.security} goes with --scheduler")
         if self.scheduler and self.backend != "dask":
             raise ValueError(f"--scheduler {self.scheduler} needs --backend dask "
                              f"(not {self.backend})")

@@ -29,7 +29,8 @@ class BackendOptions:
 
     ``workers``: threads (local) or worker processes (dask), None for the default;
     ``scheduler``: a Dask scheduler to join; ``shutdown``: close that scheduler with the
-    back end (a cluster booted for this run alone); ``progress``: progress bars.
+    back end (a cluster booted for this run alone); ``progress``: progress bars;
+    ``security``: a folder with the TLS credentials to join ``scheduler``.
     """
 
     workers: int | None = None
@@ -37,6 +38,7 @@ class BackendOptions:
     progress: bool = True
     dashboard_address: str = DASHBOARD_ADDRESS
     shutdown: bool = False
+    security: str | None = None
 
     def __post_init__(self):
         if self.workers is not None and self.workers < 1:

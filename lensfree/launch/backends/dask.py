@@ -29,7 +29,8 @@ class DaskBackend(Backend):
     name = "dask"
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None,
-                 dashboard_address: str = DASHBOARD_ADDRESS, shutdown: bool = False, **kw):
+                 dashboard_address: str = DASHBOARD_ADDRESS, shutdown: bool = False,
+                 security: str | None = None, **kw):
         super().__init__(**kw)
         from distributed import Client, LocalCluster
 
@@ -37,7 +38,7 @@ class DaskBackend(Backend):
         self.shutdown = shutdown
         if scheduler:
             try:
-                self.client = Client(scheduler, timeout="10s")
+                self.client = Client(scheduler, timeout="10s", security=_security(security))
             except OSError as exc:
                 raise LensfreeError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
             if workers:
@@ -70,7 +71,7 @@ class DaskBackend(Backend):
     def from_options(cls, options: BackendOptions) -> DaskBackend:
         return cls(options.workers, options.scheduler,
                    dashboard_address=options.dashboard_address, shutdown=options.shutdown,
-                   progress=options.progress)
+                   security=options.security, progress=options.progress)
 
     def map(self, fn, tasks, shared=None, *, names=None, desc=""):
         if not tasks:
@@ -167,6 +168,21 @@ def boot_dask_in_mpi(dashboard_address: str = DASHBOARD_ADDRESS) -> str | None:
                                         nthreads=1, dashboard_address=dashboard_address,
                                         protocol="tls")
     return dask.config.get("scheduler_address") if is_client else None
+
+
+def _security(folder: str | None):
+    """TLS credentials for ``--scheduler``: ``ca.pem``, ``cert.pem`` and ``key.pem`` in
+    ``folder`` (None: whatever the Dask configuration says)."""
+    if folder is None:
+        return None
+    from distributed.security import Security
+
+    files = {name: os.path.join(folder, f"{name}.pem") for name in ("ca", "cert", "key")}
+    missing = [path for path in files.values() if not os.path.isfile(path)]
+    if missing:
+        raise LensfreeError(f"--security {folder}: no {', '.join(missing)}")
+    return Security(tls_ca_file=files["ca"], tls_client_cert=files["cert"],
+                    tls_client_key=files["key"], require_encryption=True)
 
 
 def _run_certificate() -> tuple[str, str]:
