@@ -276,9 +276,14 @@ class SumStage(Stage):
         t_finish = time.perf_counter()
         counts = {name: int((status == code).sum())
                   for code, name in ensemble.STATUS_NAMES.items()}
+        if counts["invalid"] == len(status):
+            raise LensfreeError(f"{store.path}: every one of the {len(status)} frames is "
+                                "invalid (NaN, inf or negative on measured pixels, or "
+                                "unreadable); nothing to sum")
         if counts["accepted"] == 0:
             raise LensfreeError(f"{store.path}: no frame was accepted ({counts}); check "
-                                "thresholds")
+                                "thresholds (--weak-factor, --chi2-max, "
+                                "--background-fraction)")
         background[~mask] = 0.0
         total_sum = ensemble.subtract_background(
             accepted, background, counts["accepted"], counts["background"], mask)

@@ -166,3 +166,14 @@ def test_a_cluster_booted_inside_mpirun_refuses_strangers(tmp_path):
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_all_invalid_frames_are_a_one_line_error(tmp_path, capsys):
+    frames = str(tmp_path / "nan.zarr")
+    assert main(["simulate", "ensemble", "--out", frames, "--frames", "64", "--size", "64",
+                 "--quiet"]) == 0
+    array = zarr.open_array(frames + "/frames", mode="r+")
+    array[...] = float("nan")
+    code, err = _err(capsys, ["sum", frames, "--out", str(tmp_path / "r.zarr"), "--quiet"])
+    assert code == 2 and "every one of the 64 frames is invalid" in err
+    assert len(err.splitlines()) == 1
