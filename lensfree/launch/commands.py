@@ -209,6 +209,25 @@ class IngestOptions:
     focus_distance: float | None = param(None, "near field: focus to sample in metres (a "
                                          "diverging beam; the geometry is Fresnel-scaled)",
                                          check=optional(positive), default_help="plane wave")
+    bragg: bool = param(False, "a Bragg CDI rocking scan (NPZ/HDF5 stack of frames): "
+                        "RUN.zarr/ensemble/ with a 3D amplitude", action="store_true")
+    frames_key: str = param("frames", "--bragg: array of the frames (n, h, w)")
+    dark_key: str | None = param(None, "--bragg: dark field array", default_help="none")
+    white_key: str | None = param(None, "--bragg: white (flat) field array",
+                                  default_help="none")
+    roi: tuple[int, int] | None = param(None, "--bragg: the frames' top-left pixel on a "
+                                        "larger detector's dark/white field", nargs=2,
+                                        metavar=("Y", "X"), default_help="same shape")
+    size: int | None = param(None, "--bragg: side of the cube cropped about the peak "
+                             "(after --bin)", check=optional(at_least(2)),
+                             default_help="the largest FFT-friendly size that fits")
+    floor: float = param(0.0, "--bragg: counts at or below this become 0 (cohere: 2)",
+                         check=at_least(0))
+    rocking_step: float | None = param(None, "--bragg: rocking step, degrees, stored",
+                                       default_help="none")
+    detector_angles: tuple[float, float] | None = param(
+        None, "--bragg: detector angles delta and gamma, degrees, stored", nargs=2,
+        metavar=("DELTA", "GAMMA"), default_help="none")
 
 
 class Ingest(Command):
@@ -221,6 +240,16 @@ class Ingest(Command):
         from lensfree.io.ingest import ingest, ingest_pattern
 
         geometry = o.geometry.geometry()
+        if o.bragg:
+            return self._bragg(o, geometry)
+        bragg_only = [flag for flag, v in (
+            ("--dark-key", o.dark_key), ("--white-key", o.white_key), ("--roi", o.roi),
+            ("--size", o.size), ("--floor", o.floor or None),
+            ("--rocking-step", o.rocking_step), ("--detector-angles", o.detector_angles),
+            ("--frames-key", None if o.frames_key == "frames" else o.frames_key))
+            if v is not None]
+        if bragg_only:
+            raise LensfreeError(f"{', '.join(bragg_only)}: only with --bragg")
         if o.pattern:
             if o.zeros_measured and o.zeros_missing:
                 raise LensfreeError("--zeros-measured and --zeros-missing: choose one")
@@ -256,6 +285,25 @@ class Ingest(Command):
                       geometry=geometry, chunk_frames=o.chunk, progress=not o.quiet)
         report([f"{o.out}: {info['n_frames']} frames of {info['frame_shape']} {info['dtype']} "
                 f"from {o.input}"])
+        return 0
+
+    def _bragg(self, o, geometry) -> int:
+        """A rocking scan to a 3D ``ensemble/`` (`lensfree.io.bragg`)."""
+        from lensfree.io.bragg import ingest_bragg
+
+        if o.pattern or o.ptycho:
+            raise LensfreeError("--bragg: not with --pattern or --ptycho")
+        a = ingest_bragg(o.input, o.out, frames_key=o.frames_key, dark_key=o.dark_key,
+                         white_key=o.white_key, mask_key=o.mask_key, roi=o.roi,
+                         saturation=o.saturation, floor=o.floor, size=o.size,
+                         binning=o.binning, geometry=geometry,
+                         rocking_step_deg=o.rocking_step,
+                         detector_angles_deg=o.detector_angles)
+        n = a["crop_size"]
+        masked = ", ".join(f"{k} {v}" for k, v in a["masked"].items())
+        report([f"{o.out}: ensemble/ {n}x{n}x{n} Bragg amplitude from {a['n_frames']} frames "
+                f"of {o.input}; peak {tuple(a['peak'])}, crop from {tuple(a['crop_start'])}, "
+                f"binned x{a['binning']}; {a['n_valid']} valid voxels ({masked})"])
         return 0
 
     def _ptycho(self, o, geometry) -> int:

@@ -84,6 +84,11 @@ def summary_lines(run) -> list[str]:
                      f"binned x{a.get('binning', 1)}")
     lines.append(f"- amplitude {' x '.join(str(n) for n in shape)}, "
                  f"{a.get('n_valid', '?')} valid {'voxels' if len(shape) == 3 else 'pixels'}")
+    if a.get("bragg"):
+        lines.append(f"- Bragg rocking scan: {a.get('n_frames')} frames, cube of "
+                     f"{a.get('crop_size')} from {a.get('crop_start')} about the peak "
+                     f"{a.get('peak')}, binned x{a.get('binning', 1)}; masked "
+                     + ", ".join(f"{k} {v}" for k, v in a.get("masked", {}).items()))
     if a.get("real_space_pixel_m"):
         lines.append(f"- real-space pixel {a['real_space_pixel_m'] * 1e9:.3f} nm "
                      f"(wavelength {a.get('wavelength_m')} m, distance "

@@ -40,7 +40,7 @@ def plot_average(run_path: str, out_png: str) -> str:
     if ref is not None and "phasing" in run and "supports" in run["phasing"]:
         support = np.asarray(run["phasing/supports"][int(ref)], bool)
     if average.ndim == 3:
-        return _plot_volume_average(group, average, pixel, support, out_png)
+        return _plot_volume_average(run, average, pixel, support, out_png)
     box = object_box(average, support)
     fig, axes = plt.subplots(1, 4 if model is not None else 2,
                              figsize=(17 if model is not None else 9.5, 4.5),
@@ -62,7 +62,7 @@ def plot_average(run_path: str, out_png: str) -> str:
     return save(fig, out_png)
 
 
-def _plot_volume_average(group, average, pixel, support, out_png: str) -> str:
+def _plot_volume_average(run, average, pixel, support, out_png: str) -> str:
     """The 3D average: three orthogonal central slices (amplitude, phase) and a projection.
     The phase is in radians; of a Bragg reconstruction it is the projection of the
     displacement field on the scattering vector, ``phi = Q . u``."""
@@ -71,7 +71,11 @@ def _plot_volume_average(group, average, pixel, support, out_png: str) -> str:
     fig, axes = pyplot().subplots(2, 4, figsize=(17, 7.6), squeeze=False,
                                   constrained_layout=True)
     draw_volume(fig, axes, average, pixel, support,
-                title=f"average of {group.attrs['n_selected']}, ")
+                title=f"average of {run['gather'].attrs['n_selected']}, ")
+    if "ensemble" in run and run["ensemble"].attrs.get("bragg"):
+        fig.suptitle("Bragg CDI: phase = Q . u, the displacement field projected on the "
+                     "scattering vector (rad); axes: rocking angle (z), detector y, x",
+                     fontsize=10)
     return save(fig, out_png)
 
 
@@ -116,6 +120,10 @@ def summary_lines(run) -> list[str]:
              f"- R-factor of the average: {num(a['r_factor'])}"]
     if a.get("ssim") is not None:
         lines.append(f"- SSIM against the model ({a.get('model')}): {a['ssim']:.4f}")
+    if "ensemble" in run and run["ensemble"].attrs.get("bragg"):
+        lines.append("- Bragg CDI: the phase is the projection of the displacement field on "
+                     "the scattering vector, phi = Q . u, in radians (figures in detector "
+                     "coordinates: rocking angle, detector y, detector x)")
     return [*lines, ""]
 
 
