@@ -117,8 +117,8 @@ def test_scheduler_without_dask_is_refused(tmp_path, capsys):
 @pytest.mark.timeout(120)
 def test_ctrl_c_is_one_line_and_the_rerun_resumes(tmp_path):
     run = _object(str(tmp_path / "run.zarr"))
-    argv = [*lensfree_exe(), "phase", run, "--population", "4", "--generations", "2",
-            "--schedule", "HIO:4000,ER:100", "--quiet"]
+    argv = [*lensfree_exe(), "phase", run, "--population", "2", "--generations", "1",
+            "--schedule", "HIO:50000,ER:100", "--quiet"]  # seconds a member: time to stop it
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     group_made = time.monotonic() + 60
     while time.monotonic() < group_made:
@@ -128,7 +128,8 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes(tmp_path):
                 break
         except Exception:
             continue
-    time.sleep(1.0)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
