@@ -178,3 +178,53 @@ def test_all_invalid_frames_are_a_one_line_error(tmp_path, capsys):
     code, err = _err(capsys, ["sum", frames, "--out", str(tmp_path / "r.zarr"), "--quiet"])
     assert code == 2 and "every one of the 64 frames is invalid" in err
     assert len(err.splitlines()) == 1
+
+
+def _config(tmp_path, backend: str) -> str:
+    frames, run = tmp_path / "frames.zarr", tmp_path / "run.zarr"
+    path = tmp_path / "run.toml"
+    path.write_text(f"""
+[execution]
+backend = "{backend}"
+workers = 2
+quiet = true
+
+[simulate.ensemble]
+out = "{frames}"
+frames = 64
+size = 64
+
+[sum]
+frames = "{frames}"
+out = "{run}"
+""")
+    return str(path)
+
+
+@pytest.mark.timeout(180)
+def test_one_cluster_for_every_stage_of_a_run_on_this_machine_only(tmp_path):
+    proc = subprocess.run([*lensfree_exe(), "run", _config(tmp_path, "dask")],
+                          capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stderr
+    started = [ln for ln in proc.stdout.splitlines() if ln.startswith("backend dask")]
+    assert len(started) == 1, proc.stdout  # not one cluster per stage
+    assert "dashboard http://127.0.0.1:" in started[0]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(mpiexec() is None, reason="no mpiexec (pip install 'lensfree[mpi]')")
+def test_stage_headers_come_from_rank_0_only(tmp_path):
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m",
+                           "lensfree", "run", _config(tmp_path, "mpi")],
+                          capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("== sum ==") == 1, proc.stdout
+
+
+def test_bad_input_is_refused_before_a_cluster_starts(tmp_path, capsys):
+    code = main(["sum", str(tmp_path / "none.zarr"), "--out", str(tmp_path / "r.zarr"),
+                 "--backend", "dask"])
+    printed = capsys.readouterr()
+    assert code == 2 and "none.zarr" in printed.err
+    assert "backend dask" not in printed.out  # refused before any cluster started
+    assert main(["report", _object(str(tmp_path / "o.zarr")), "--quiet"]) == 0
