@@ -11,6 +11,7 @@ import functools
 import os
 import shutil
 import threading
+import uuid
 from dataclasses import dataclass
 
 import numcodecs.blosc
@@ -272,18 +273,18 @@ def create_frame_store(
     """Create (overwrite) a frame store and return its empty ``frames`` array.
 
     The caller fills ``frames`` chunk by chunk, so nothing needs all frames in memory.
+    The store's attr ``store_id`` is new every time.
     """
     group = zarr.open_group(path, mode="w")
-    frames = runstore.create_array(group,
-        "frames",
-        shape=(n_frames, *frame_shape),
-        chunks=(min(chunk_frames, n_frames), *frame_shape),
-        dtype=dtype,
-        compressors=frame_codec(),
-    )
+    frames = runstore.create_array(
+        group, "frames", shape=(n_frames, *frame_shape),
+        chunks=(min(chunk_frames, n_frames), *frame_shape), dtype=dtype,
+        compressors=frame_codec())
     if mask is not None:
         runstore.create_array(group, "mask", data=np.asarray(mask, dtype=bool))
-    group.attrs.update(attrs or {})
+    # a new id for every store written, so a stage (and batch) can tell a store rewritten
+    # at the same path from the one it read
+    group.attrs.update({**(attrs or {}), "store_id": uuid.uuid4().hex})
     return frames
 
 

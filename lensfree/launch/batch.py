@@ -90,7 +90,22 @@ def is_done(dataset: Dataset, doc: dict) -> bool:
     stored = (run.attrs.get("config") or {}).get("stages", {})
     same = all(_without_execution(stored.get(c.name)) == _without_execution(runstore.jsonable(v))
                for c, _, v in planned)
-    return bool(groups) and same and all(runstore.state(run, g) == "complete" for g in groups)
+    if not (groups and same and all(runstore.state(run, g) == "complete" for g in groups)):
+        return False
+    return all(_same_input(STAGES[c.name], opts, run) for c, opts, _ in planned
+               if c.name in STAGES)
+
+
+def _same_input(stage, opts, run) -> bool:
+    """The stage's input now is what its group recorded (a frame store rewritten at the
+    same path has another ``store_id``)."""
+    from lensfree.io import runstore
+
+    try:
+        now = runstore.jsonable(stage.inputs(opts, stage.open(opts)))
+    except LensfreeError:
+        return False
+    return run[stage.group].attrs.get("input") == now
 
 
 def _without_execution(values: dict | None) -> dict | None:

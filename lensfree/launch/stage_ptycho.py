@@ -145,8 +145,9 @@ class PtychoStage(Stage):
 
     def inputs(self, opts, inp: PtychoInput) -> dict:
         store = inp.scan.store
-        return {"frames": opts.frames, "n_frames": store.n_frames,
-                "frame_shape": list(store.frame_shape), "positions_unit": inp.scan.unit}
+        return {"frames": opts.frames, "store_id": store.attrs.get("store_id"),
+                "n_frames": store.n_frames, "frame_shape": list(store.frame_shape),
+                "positions_unit": inp.scan.unit}
 
     def begin(self, group, opts, inp: PtychoInput) -> None:
         p = opts.params.engine

@@ -209,8 +209,9 @@ class SumStage(Stage):
                                     allow_pixels=opts.geometry.pixels, mask=mask)
 
     def inputs(self, opts, store) -> dict:
-        return {"frames": store.path, "n_frames": store.n_frames,
-                "frame_shape": list(store.frame_shape), **store.geometry.as_attrs()}
+        return {"frames": store.path, "store_id": store.attrs.get("store_id"),
+                "n_frames": store.n_frames, "frame_shape": list(store.frame_shape),
+                **store.geometry.as_attrs()}
 
     def execute(self, ctx: Context, opts, store) -> dict | None:
         params = opts.params

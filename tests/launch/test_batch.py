@@ -56,3 +56,17 @@ def test_batch_reruns_a_dataset_whose_config_changed(tmp_path, capsys):
     assert "2 done, 0 skipped" in capsys.readouterr().out  # not "already complete"
     assert main(["batch", str(manifest)]) == 0
     assert "0 done, 2 skipped" in capsys.readouterr().out
+
+
+def test_batch_reruns_a_dataset_whose_input_was_rewritten(tmp_path, capsys):
+    params = EnsembleParams(n_frames=100, shape=(64, 64), distance_m=0.0625, seed=3)
+    frames = str(tmp_path / "a.zarr")
+    simulate_ensemble(LocalBackend(1, progress=False), params, frames, chunk_frames=32)
+    (tmp_path / "sum.toml").write_text('[sum]\nframes = "{input}"\nout = "{output}"\n')
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("name,input,output,config\na,a.zarr,out/a.zarr,sum.toml\n")
+    assert main(["batch", str(manifest)]) == 0
+    capsys.readouterr()
+    simulate_ensemble(LocalBackend(1, progress=False), params, frames, chunk_frames=32)
+    assert main(["batch", str(manifest)]) == 0  # same path, a new store: not "complete"
+    assert "1 done, 0 skipped" in capsys.readouterr().out
