@@ -208,8 +208,9 @@ class ChunkReader:
         return os.path.join(self.path, "frames", key)
 
     def absent(self, start: int, stop: int) -> list[tuple[int, int]]:
-        """Frame ranges of [start, stop) whose chunk (or shard) is not in the store: one
-        listing of the folder per call, never a read."""
+        """Frame ranges of [start, stop) whose chunk is not in the store: one listing of
+        the folder per call, and for a sharded store the index of each shard file (a few
+        bytes at its end), never a chunk's data. Zarr would return the fill value there."""
         units = range(start // self.unit, (stop - 1) // self.unit + 1)
         folders = {}
         missing = []
@@ -218,13 +219,46 @@ class ChunkReader:
             folder, name = os.path.split(where)
             if folder not in folders:
                 folders[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+            lo, hi = max(start, u * self.unit), min(stop, (u + 1) * self.unit)
             if name not in folders[folder]:
-                lo, hi = max(start, u * self.unit), min(stop, (u + 1) * self.unit)
-                if missing and missing[-1][1] == lo:
-                    missing[-1] = (missing[-1][0], hi)
+                holes = [(lo, hi)]
+            elif self.array.shards is not None:
+                holes = [(max(lo, a), min(hi, b)) for a, b in self._shard_holes(u, where)
+                         if a < hi and b > lo]
+            else:
+                holes = []
+            for a, b in holes:
+                if missing and missing[-1][1] == a:
+                    missing[-1] = (missing[-1][0], b)
                 else:
-                    missing.append((lo, hi))
+                    missing.append((a, b))
         return missing
+
+    def _shard_holes(self, index: int, where: str) -> list[tuple[int, int]]:
+        """Frame ranges of shard ``index`` (file ``where``) whose inner chunks the shard's
+        index lists as empty (offset and length 2**64 - 1): a chunk lost inside a shard
+        file that exists. The index layouts Zarr writes are read: little- or big-endian
+        bytes, with or without a CRC32C; any other layout cannot be checked here."""
+        codec = self.array.metadata.codecs[0]
+        inner = codec.chunk_shape
+        grid = tuple(-(-s // c) for s, c in zip(self.array.shards, inner))
+        codecs = codec.index_codecs
+        names = [type(c).__name__ for c in codecs]
+        if names not in (["BytesCodec"], ["BytesCodec", "Crc32cCodec"]):
+            return []
+        n = int(np.prod(grid)) * 16
+        size = n + 4 * (len(names) == 2)
+        with open(where, "rb") as f:
+            if codec.index_location.value == "end":
+                f.seek(-size, os.SEEK_END)
+            raw = f.read(size)
+        order = "<" if codecs[0].endian is None or codecs[0].endian.value == "little" else ">"
+        table = np.frombuffer(raw[:n], dtype=f"{order}u8").reshape(*grid, 2)
+        empty = (table == np.iinfo(np.uint64).max).all(axis=-1)
+        empty = empty.reshape(grid[0], -1).any(axis=1)  # any part of a frame lost
+        base = index * self.array.shards[0]
+        return [(base + i * inner[0], min(base + (i + 1) * inner[0], self.array.shape[0]))
+                for i in np.flatnonzero(empty)]
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames [start, stop) of one chunk. On the direct path the result is a view of
@@ -279,7 +313,9 @@ def create_frame_store(
     frames = runstore.create_array(
         group, "frames", shape=(n_frames, *frame_shape),
         chunks=(min(chunk_frames, n_frames), *frame_shape), dtype=dtype,
-        compressors=frame_codec())
+        compressors=frame_codec(),
+        # an all-zero chunk is written too: a chunk absent from the store is always lost
+        config={"write_empty_chunks": True})
     if mask is not None:
         runstore.create_array(group, "mask", data=np.asarray(mask, dtype=bool))
     # a new id for every store written, so a stage (and batch) can tell a store rewritten

@@ -82,6 +82,20 @@ def _chunks(shard: Shard, chunk_frames: int):
         yield start, min(start + chunk_frames, shard.stop)
 
 
+def _present(start: int, stop: int, absent) -> list[tuple[int, int]]:
+    """[start, stop) less the ``absent`` ranges (sorted, disjoint): the pieces to read."""
+    pieces, lo = [], start
+    for a, b in absent:
+        if b <= lo or a >= stop:
+            continue
+        if a > lo:
+            pieces.append((lo, a))
+        lo = max(lo, b)
+    if lo < stop:
+        pieces.append((lo, stop))
+    return pieces
+
+
 def _add_frame(sums: np.ndarray, frame: np.ndarray, coef: int = 1) -> None:
     # frame by frame, in index order: a given shard always gives the same bits
     if coef > 0:
@@ -113,8 +127,8 @@ def screen_shard(shard: Shard, shared: _Shared) -> dict:
         invalid[start - shard.start : stop - shard.start] = True
         unreadable.append([start, stop, "absent: the chunk is not in the store"])
     for start, stop in _chunks(shard, shared.chunk_frames):
-        i, j = start - shard.start, stop - shard.start
-        if any(lo <= start and stop <= hi for lo, hi in absent):
+        pieces = _present(start, stop, absent)
+        if not pieces:
             continue
         try:
             with clock("read"):
@@ -122,19 +136,22 @@ def screen_shard(shard: Shard, shared: _Shared) -> dict:
         except Exception as exc:  # a damaged chunk must not stop the run
             log.error("%s: frames %d-%d unreadable (%s); marked invalid",
                       shared.path, start, stop - 1, exc)
-            invalid[i:j] = True
+            invalid[start - shard.start : stop - shard.start] = True
             unreadable.append([start, stop, f"{exc.__class__.__name__}: {exc}"])
             continue
-        with clock("compute"):
-            if prediction is None:  # the pilot: statistics only
-                # the block is ours (the reader's buffer or a fresh array): screened in place
-                t, c, bad = ensemble.frame_stats(block, shared.mask, shared.annulus,
-                                                 overwrite=True)
-                cls = np.full(j - i, -1, dtype=np.int16)
-            else:
-                t, c, bad, cls = sum_plan.screen_and_sum(block, shared.mask, shared.annulus,
-                                                         prediction, sums)
-            total[i:j], chi2[i:j], invalid[i:j], classes[i:j] = t, c, bad, cls
+        for lo, hi in pieces:  # the frames of the chunk that the store holds
+            i, j = lo - shard.start, hi - shard.start
+            part = block[lo - start : hi - start]
+            with clock("compute"):
+                if prediction is None:  # the pilot: statistics only
+                    # the block is ours (the reader's buffer or a fresh array): in place
+                    t, c, bad = ensemble.frame_stats(part, shared.mask, shared.annulus,
+                                                     overwrite=True)
+                    cls = np.full(j - i, -1, dtype=np.int16)
+                else:
+                    t, c, bad, cls = sum_plan.screen_and_sum(part, shared.mask,
+                                                             shared.annulus, prediction, sums)
+                total[i:j], chi2[i:j], invalid[i:j], classes[i:j] = t, c, bad, cls
     unreadable.sort()
     return {"total": total, "chi2": chi2, "invalid": invalid, "classes": classes,
             "sums": sums, "unreadable": unreadable, "seconds": clock.seconds}

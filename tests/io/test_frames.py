@@ -270,6 +270,25 @@ def test_chunk_reader_lists_absent_chunks_once_without_reading(tmp_path):
     assert (read_frames(path, 4, 8) == 0).all()
 
 
+@pytest.mark.parametrize("location", ["end", "start"])
+def test_chunk_reader_finds_inner_chunks_missing_from_a_shard(tmp_path, location):
+    path = str(tmp_path / "s.zarr")
+    group = zarr.open_group(path, mode="w")
+    codec = zarr.codecs.ShardingCodec(chunk_shape=(2, 4, 2), index_location=location)
+    frames = group.create_array("frames", shape=(12, 4, 4), dtype="uint16",
+                                chunks=(6, 4, 4), serializer=codec, compressors=None,
+                                config={"write_empty_chunks": False})
+    assert frames.shards == (6, 4, 4) and frames.chunks == (2, 4, 2)
+    data = np.arange(1, 12 * 16 + 1, dtype=np.uint16).reshape(12, 4, 4)
+    data[2:4, :, 2:] = 0  # the right half of frames 2, 3: one inner chunk, never written
+    data[10:12] = 0  # a whole inner chunk of the second shard
+    frames[...] = data
+    reader = chunk_reader(path)
+    assert reader.absent(0, 12) == [(2, 4), (10, 12)]
+    assert reader.absent(3, 11) == [(3, 4), (10, 11)]
+    assert reader.absent(4, 10) == []
+
+
 def test_chunk_frames_for_aims_at_tens_of_megabytes():
     assert chunk_frames_for((256, 256), np.uint16) == 256
     assert chunk_frames_for((2048, 2048), np.uint16) == 4

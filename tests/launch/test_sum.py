@@ -238,6 +238,23 @@ def test_absent_chunk_is_unreadable_not_zeros(local_run, ensemble_store, tmp_pat
     assert not np.array_equal(run["sum"][...], local_run["sum"][...])
 
 
+def test_chunk_absent_inside_a_shard_is_unreadable(local_run, ensemble_store, tmp_path):
+    # a shard file that exists but whose index lists an inner chunk as empty (Zarr writes
+    # no chunk equal to the fill value, as another tool's writer may): Zarr reads zeros
+    store = _rechunked(ensemble_store, str(tmp_path / "frames.zarr"), 16, 64)
+    frames = zarr.open_array(os.path.join(store, "frames"), mode="r+",
+                             config={"write_empty_chunks": False})
+    frames[80:96] = 0  # inner chunk 1 of shard 1
+    run = _run_sum(store, str(tmp_path / "run.zarr"))
+    status = run["frame_status"][...]
+    assert (status[80:96] == ensemble.INVALID).all()
+    assert [u[:2] for u in run.attrs["unreadable"]] == [[80, 96]]
+    # the other frames keep their statuses (the thresholds barely move without 16 frames)
+    others = np.ones(len(status), bool)
+    others[80:96] = False
+    np.testing.assert_array_equal(status[others], local_run["frame_status"][...][others])
+
+
 def test_large_frames_come_fewer_to_a_shard():
     from lensfree.partitioning import frame_shards
 
