@@ -260,6 +260,30 @@ class FFT2:
                     self._plan(direction, inplace)
         return self
 
+    def bind(self, x: np.ndarray, out: np.ndarray, direction: str = "forward"):
+        """A callable that runs one transform from ``x`` to ``out`` (``x is out``: in
+        place) with no per-call checks: ``"forward"`` is :meth:`forward`, ``"inverse"``
+        is :meth:`inverse` unnormalised. For loops that transform the same arrays many
+        times; the arrays must outlive it. With pyFFTW it is a plan of its own made from
+        the same wisdom as the cached ones (the same algorithm, so the same bits); bind
+        before filling ``x``, since measuring a plan without wisdom overwrites it."""
+        if direction not in ("forward", "inverse"):
+            raise ValueError(f"direction must be 'forward' or 'inverse', got {direction!r}")
+        self._check(x, out)
+        if self.backend == "numpy":
+            if direction == "forward":
+                return lambda: self.forward(x, out)
+            return lambda: self.inverse(x, out, normalise=False)
+        fftw = "FFTW_FORWARD" if direction == "forward" else "FFTW_BACKWARD"
+        self._plan(fftw, x is out)  # wisdom for this transform exists from here on
+        try:
+            with _wisdom_lock:
+                plan = pyfftw.FFTW(x, out, axes=tuple(range(x.ndim)), direction=fftw,
+                                   threads=self.threads, flags=_bound_flags())
+        except (RuntimeError, ValueError):  # unaligned arrays: the checked path
+            return lambda: self._run(fftw, x, out)
+        return plan.execute
+
     def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``out = F x`` (unnormalised, as :func:`numpy.fft.fft2`); returns ``out``."""
         out = self._check(x, out)
@@ -287,6 +311,12 @@ class FFT2:
         if normalise:
             np.multiply(out, 1.0 / self.size, out=out)
         return out
+
+
+def _bound_flags() -> tuple[str, ...]:
+    if _planner() == "estimate":
+        return ("FFTW_ESTIMATE",)
+    return ("FFTW_MEASURE", "FFTW_WISDOM_ONLY")
 
 
 def _make_plan(buf_in: np.ndarray, buf_out: np.ndarray, threads: int, direction: str):

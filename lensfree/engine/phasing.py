@@ -17,14 +17,15 @@ and support estimates (:func:`modulus_projection` aside) live in
 
 Memory and speed: one run works in place on two complex64 and five float32 arrays of
 its size (plus boolean masks), about 36 bytes a pixel (a third complex array for RAAR and
-positivity); an iteration allocates nothing.
+positivity); an iteration allocates nothing but the values of its missing pixels.
 The ``1 / N`` of the inverse transform and the algorithm's scalar (``-beta`` for HIO) ride
-on the modulus factor, ``||rho_m||^2`` comes from Parseval, and an HIO iteration is two
-FFTs plus eleven numpy passes (one more with missing pixels), five of them for ``R_F`` and
-``E_S``. An iteration whose errors are not recorded (:attr:`PhasingParams.error_every`)
-skips those and folds the HIO update into two passes: six in all; it computes the same
-iterate. The sums use numpy's BLAS (``dot``, ``vdot``): run workers with
-``OPENBLAS_NUM_THREADS=1``.
+on the modulus factor, ``||rho_m||^2`` comes from Parseval and the measured pixels' part
+of it is computed once, missing pixels are gathered and scattered by index rather than
+masked, and each run transforms through plans of its own bound to its arrays (no per-call
+checks). An HIO iteration is two FFTs plus five numpy passes; one whose errors are
+recorded (every :attr:`PhasingParams.error_every`-th) runs five more for ``R_F`` and
+``E_S`` and computes the same iterate. The sums use numpy's BLAS (``dot``, ``vdot``): run
+workers with ``OPENBLAS_NUM_THREADS=1``.
 
 References
 ----------
@@ -120,8 +121,8 @@ class PhasingParams:
         Record ``R_F`` and ``E_S`` every ``error_every``-th iteration (iterations 0, k,
         2k, ... of the whole schedule) and in the last iteration of every step; the other
         entries of :class:`PhasingErrors` are NaN. The iterates do not depend on it, and
-        ``final_r_fourier`` is always computed. 1 (every iteration); 10 or more makes an
-        HIO iteration about a tenth cheaper (five of its eleven passes are the errors).
+        ``final_r_fourier`` (a member's score) is always computed. 10; 1 records every
+        iteration, at about a tenth more time per HIO iteration (the error passes).
     """
 
     beta: float = param(0.9, "HIO/RAAR feedback", check=within(0, 1.5, closed="hi"))
@@ -141,8 +142,8 @@ class PhasingParams:
         0.0, "background intensity std for Huang's regions, counts (> 0 with huang_mode)")
     fft_threads: int = param(1, "FFTW threads per transform")
     error_every: int = param(
-        1, "record R_F and E_S every K-th iteration (and each step's last); K > 1 saves "
-        "~15 percent per iteration", check=_positive_integer)
+        10, "record R_F and E_S every K-th iteration (and each step's last); 1 records "
+        "every iteration, ~10 percent slower", check=_positive_integer)
 
     def __post_init__(self):
         check_fields(self)
@@ -205,11 +206,11 @@ def modulus_projection(
     out = np.array(psi, dtype=np.complex64)
     measured, target = _targets(amplitude, valid, params)
     target = target.copy()  # it takes |psi| where missing
-    missing = ~valid if not valid.all() else None
+    missing = None if valid.all() else np.flatnonzero(~valid)
     mag, work = np.empty(out.shape, np.float32), np.empty(out.shape, np.float32)
     a_sum = float(measured.sum(dtype=np.float64))
-    r_sum, _ = modulus_inplace(out, measured, target, valid.astype(np.float32), missing,
-                               mag, work, 1.0, True)
+    r_sum, _ = modulus_inplace(out, measured, target, valid.astype(np.float32), missing, mag,
+                               work, 1.0, True)
     return out, r_sum / a_sum if a_sum > 0 else math.nan
 
 
@@ -223,17 +224,23 @@ class _State:
     def __init__(self, amplitude, valid, rho0, support, params: PhasingParams):
         shape = amplitude.shape
         self.beta, self.positivity, self.size = params.beta, params.positivity, amplitude.size
-        self.fft = get_fftn(shape, np.complex64, params.fft_threads)
+        fft = get_fftn(shape, np.complex64, params.fft_threads)
+        self.fft = fft
         measured, target = _targets(amplitude, valid, params)
         self.a_sum = float(measured.sum(dtype=np.float64))
         self.measured = np.fft.ifftshift(measured)
         self.base = self.measured if target is measured else np.fft.ifftshift(target)
+        self.base_energy = float(np.dot(self.base.ravel().astype(np.float64),
+                                        self.base.ravel().astype(np.float64)))
         self.target = np.empty(shape, np.float32)  # scale * base, scale * |psi| where missing
         self.scale = math.nan
         self.valid_f = np.fft.ifftshift(valid).astype(np.float32)
-        self.missing = None if valid.all() else np.fft.ifftshift(~valid)
+        self.missing = None if valid.all() else np.flatnonzero(np.fft.ifftshift(~valid))
         self.rho, self.psi = (empty_aligned(shape, np.complex64) for _ in range(2))
         self.w = self.psi  # the inverse FFT runs in place: w = scale rho_m
+        # plans of their own on rho and psi, made before they are filled
+        self._forward = fft.bind(self.rho, self.psi, "forward")
+        self._inverse = fft.bind(self.psi, self.psi, "inverse")
         self._scratch = None
         self.mag, self.work = (empty_aligned(shape, np.float32) for _ in range(2))
         self.rho[...] = rho0
@@ -264,11 +271,12 @@ class _State:
         return r_sum / self.a_sum, energy * self.size  # Parseval, unnormalised inverse
 
     def _project(self, scale, guard, record):
-        self.fft.forward(self.rho, self.psi)
+        self._forward()
+        factor = np.float32(scale / self.size)
         out = modulus_inplace(self.psi, self.measured, self.target, self.valid_f,
-                              self.missing, self.mag, self.work,
-                              np.float32(scale / self.size), guard, record)
-        self.fft.inverse(self.psi, self.psi, normalise=False)
+                              self.missing, self.mag, self.work, factor, guard, record,
+                              self.base_energy * float(factor) ** 2)
+        self._inverse()
         return out
 
     @property
@@ -285,7 +293,7 @@ class _State:
         return float(np.vdot(self.scratch, self.scratch).real)
 
     def r_factor(self) -> float:
-        self.fft.forward(self.rho, self.psi)
+        self._forward()
         np.abs(self.psi, out=self.mag)
         np.subtract(self.measured, self.mag, out=self.work)
         np.abs(self.work, out=self.work)

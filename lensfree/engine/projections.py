@@ -41,32 +41,39 @@ def huang_regions(amplitude: np.ndarray, valid: np.ndarray, sigma: float) -> np.
 
 
 def modulus_inplace(psi, measured, target, valid_f, missing, mag, work, scale, guard,
-                    errors=True) -> tuple[float, float]:
+                    errors=True, energy=math.nan) -> tuple[float, float]:
     """``psi <- P_M psi`` in place, ``P_M`` scaled by ``scale``; returns
-    ``(sum_V ||psi| - A|, ||psi'||^2)``, or NaNs without ``errors`` (then ``measured``
-    and ``valid_f`` are not read).
+    ``(sum_V ||psi| - A|, ||psi'||^2)``, or NaNs without ``errors`` (then ``measured``,
+    ``valid_f`` and ``work`` are not touched).
 
-    ``target`` holds ``scale`` times the modulus target on measured pixels; where missing
-    it takes ``scale |psi|`` (the field floats). ``measured`` is ``A``, 0 where missing,
-    ``valid_f`` is V as 1.0/0.0, ``missing`` None when every pixel is measured; ``mag``
-    and ``work`` are scratch; all float32, C-contiguous. ``guard`` floors ``|psi|`` to
-    avoid 0/0 (callers retry with it when a NaN shows up).
+    ``target`` holds ``scale`` times the modulus target on measured pixels and 0 where
+    missing; there it takes ``scale |psi|`` (the field floats). ``measured`` is ``A``, 0
+    where missing, ``valid_f`` V as 1.0 / 0.0; ``missing`` the flat indices of the missing
+    pixels (None when every pixel is measured); ``mag`` and ``work`` are scratch; all
+    float32, C-contiguous. ``energy`` is ``||target||^2`` over the measured pixels (it
+    does not change between iterations); ``guard`` floors ``|psi|`` to avoid 0/0 (callers
+    retry with it when a NaN shows up). Three passes over the arrays, three more with
+    ``errors``.
     """
     np.abs(psi, out=mag)
     if guard:
         np.maximum(mag, _TINY, out=mag)
+    floating = None
     if missing is not None:
-        np.multiply(mag, scale, out=target, where=missing)
-    r_sum = energy = math.nan
+        floating = mag.reshape(-1)[missing]
+        floating *= scale
+        target.reshape(-1)[missing] = floating
+    r_sum = total = math.nan
     if errors:
         np.subtract(measured, mag, out=work)
         np.abs(work, out=work)
-        work_flat, target_flat = work.reshape(-1), target.reshape(-1)
-        r_sum = np.dot(work_flat, valid_f.reshape(-1))
-        energy = np.dot(target_flat, target_flat)  # |psi'| = |target|
-    np.divide(target, mag, out=work)
-    np.multiply(psi, work, out=psi)
-    return float(r_sum), float(energy)
+        r_sum = float(np.dot(work.reshape(-1), valid_f.reshape(-1)))
+        total = energy
+        if floating is not None:
+            total += float(np.dot(floating, floating))
+    np.divide(target, mag, out=mag)
+    np.multiply(psi, mag, out=psi)
+    return r_sum, total
 
 
 def support_projection(rho: np.ndarray, support: np.ndarray, positivity: str = "none"):

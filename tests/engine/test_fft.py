@@ -66,6 +66,25 @@ def test_unaligned_and_strided_arrays_are_copied_correctly():
     assert np.abs(out - reference).max() <= 1e-5 * np.abs(reference).max()
 
 
+@pytest.mark.parametrize("shape", [(24, 20), (8, 12, 10)])
+def test_bound_transforms_give_the_checked_paths_bits(shape):
+    f = fft.get_fftn(shape)
+    x, y = fft.empty_aligned(shape), fft.empty_aligned(shape)
+    forward, inverse = f.bind(x, y, "forward"), f.bind(y, y, "inverse")
+    rng = np.random.default_rng(3)
+    x[...] = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    start = x.copy()
+    forward()
+    assert np.array_equal(x, start)  # the input of an out-of-place transform is kept
+    assert np.array_equal(y, f.forward(start))
+    expected = f.inverse(y, normalise=False)
+    inverse()  # in place, unnormalised
+    assert np.array_equal(y, expected)
+    np.testing.assert_allclose(y / x.size, start, atol=1e-5)
+    with pytest.raises(ValueError, match="direction"):
+        f.bind(x, y, "backward")
+
+
 def test_prepare_makes_all_plans():
     f = fft.get_fft2((24, 40)).prepare()
     assert set(f._plans) == {(d, i) for d in ("FFTW_FORWARD", "FFTW_BACKWARD")

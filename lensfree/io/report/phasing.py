@@ -90,7 +90,9 @@ def plot_errors(run_path: str, out_png: str) -> str:
     ax.set_title("error per generation")
     best = int(np.nanargmin(errors[-1]))
     if "r_fourier" in group:
-        axes[1].semilogy(np.asarray(group["r_fourier"][-1, best]))
+        curve = np.asarray(group["r_fourier"][-1, best])
+        recorded = np.flatnonzero(np.isfinite(curve))  # every error_every-th iteration
+        axes[1].semilogy(recorded, curve[recorded])
         axes[1].set_xlabel("iteration")
         axes[1].set_ylabel("R_F")
         axes[1].set_title(f"last generation, best member {best}")
