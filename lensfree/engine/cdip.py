@@ -46,17 +46,21 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from .params import at_least, check_fields, one_of, param, positive, within
 from .projections import fourier_r_factor
 
-__all__ = ["CdipParams", "CdipResult", "anchor_radius", "require_torch", "run_member",
-           "set_deterministic"]
+__all__ = ["CdipParams", "CdipResult", "anchor_radius", "energy_support", "require_torch",
+           "run_member", "set_deterministic"]
 
 LOSSES = ("poisson", "mae")
 FIELDS = ("2d", "3d")
 DEVICES = ("cpu", "cuda", "auto")
 ANCHOR_EDGE = 1.5  # px: soft edge of the window, so pixels enter the fit gradually
+REFINE_HIO, REFINE_ER, REFINE_FINAL_ER = 80, 20, 100  # iterations per cycle, and at the end
+REFINE_BETA = 0.9  # HIO feedback
+REFINE_SIGMA = (3.0, 1.5)  # px: blur of the support update, first and last cycle
 EXTRA = "pip install 'lensfree[cdip]'"
 
 
@@ -83,6 +87,12 @@ class CdipParams:
     output: str = param("polar", "cdip: the network gives magnitude (softplus) and phase "
                         "(polar), or real and imaginary parts (cartesian)",
                         check=one_of("polar", "cartesian"))
+    refine_cycles: int = param(20, "cdip: finishing cycles of HIO + ER on the rendered object "
+                               "with a support taken from the object itself (0: the field "
+                               "alone)", check=at_least(0))
+    refine_energy: float = param(0.99, "cdip: the finishing support is the smallest set of "
+                                 "the blurred object holding this fraction of its energy",
+                                 check=within(0, 1, closed="hi"))
     object_threshold: float = param(0.1, "cdip: phasing/supports is |rho| above this "
                                     "fraction of its maximum", check=within(0, 1))
     device: str = param("cpu", "cdip: torch device; auto takes a GPU when torch sees one",
@@ -179,6 +189,48 @@ def _coords(torch, shape, params: CdipParams):
     return torch.stack([yy, xx, zz], dim=-1).reshape(-1, 3)
 
 
+def energy_support(rho: np.ndarray, sigma: float, energy: float) -> np.ndarray:
+    """The smallest set of pixels of ``|rho|`` blurred by ``sigma`` px (periodic) that holds
+    ``energy`` of its total energy ``sum |blurred|^2`` (ties at the cut are kept)."""
+    power = ndimage.gaussian_filter(np.abs(rho).astype(np.float64), sigma, mode="wrap") ** 2
+    ranked = np.sort(power.ravel())[::-1]
+    total = np.cumsum(ranked)
+    if total[-1] <= 0:
+        return np.ones(rho.shape, bool)
+    cut = ranked[min(int(np.searchsorted(total, energy * total[-1])), ranked.size - 1)]
+    return power >= cut
+
+
+def _refine(torch, rho, target, mask, params: CdipParams):
+    """The finishing refinement of a rendered object (``centred`` fft layout, normalised):
+    ``refine_cycles`` of HIO then ER with the support :func:`energy_support` of the
+    object itself, its blur narrowing from ``REFINE_SIGMA[0]`` to ``[1]``, then ER."""
+    def modulus(x):
+        f = torch.fft.fft2(x)
+        mag = torch.abs(f)
+        scaled = f * (target / torch.clamp(mag, min=1e-12))
+        return torch.fft.ifft2(torch.where(mask, scaled, f))
+
+    def support_of(x, sigma):
+        s = energy_support(x.cpu().numpy(), sigma, params.refine_energy)
+        return torch.as_tensor(s, device=x.device)
+
+    zero = torch.zeros((), dtype=rho.dtype, device=rho.device)
+    n = params.refine_cycles
+    support = support_of(rho, REFINE_SIGMA[0])
+    for cycle in range(n):
+        for _ in range(REFINE_HIO):
+            p = modulus(rho)
+            rho = torch.where(support, p, rho - REFINE_BETA * p)
+        for _ in range(REFINE_ER):
+            rho = torch.where(support, modulus(rho), zero)
+        frac = cycle / max(1, n - 1)
+        support = support_of(rho, REFINE_SIGMA[0] + (REFINE_SIGMA[1] - REFINE_SIGMA[0]) * frac)
+    for _ in range(REFINE_FINAL_ER):
+        rho = torch.where(support, modulus(rho), zero)
+    return rho, support.cpu().numpy()
+
+
 def run_member(amplitude: np.ndarray, valid: np.ndarray, params: CdipParams,
                seed: int) -> CdipResult:
     """Fit one neural field to the centred ``amplitude`` on ``valid`` pixels.
@@ -249,9 +301,13 @@ def run_member(amplitude: np.ndarray, valid: np.ndarray, params: CdipParams,
     with torch.no_grad():
         radius = anchor_radius(params.epochs, params, half)
         window = torch.sigmoid((radius - r) / (ANCHOR_EDGE / 4))
-        rho = (field() * window).cpu().numpy().astype(np.complex128) * norm
+        rho = field() * window
+        if params.refine_cycles:
+            rho, support = _refine(torch, rho, target, mask, params)
+        rho = rho.cpu().numpy().astype(np.complex128) * norm
     mag = np.abs(rho)
-    support = mag > params.object_threshold * mag.max() if mag.any() else np.zeros(shape, bool)
+    if not params.refine_cycles:
+        support = mag > params.object_threshold * mag.max() if mag.any() else np.zeros(shape, bool)
     final = fourier_r_factor(rho, amplitude, valid)
     return CdipResult(rho.astype(np.complex64), support, history, final,
                       time.perf_counter() - t0)
