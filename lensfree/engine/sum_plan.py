@@ -136,8 +136,10 @@ def screen_and_sum(frames: np.ndarray, mask: np.ndarray, annulus: np.ndarray,
     float64 once, into one work array, which gives its total, its ring and its addition
     to ``sums[class]`` (in index order). Returns total, chi2, invalid, classes.
 
-    Integer frames: the totals are exact, the same as `ensemble.frame_stats` gives, and
-    unmeasured pixels are left as stored (their sums are never used). Float frames:
+    Integer frames (up to 32 bits) go through the compiled loops of
+    `lensfree.engine.kernels`, one pass for the statistics and one for the sum: the totals
+    are exact, the same as `ensemble.frame_stats` gives, and unmeasured pixels are left as
+    stored (their sums are never used). Float frames:
     unmeasured pixels are set to 0 first, so NaN or inf there do not spoil the total.
     """
     k = frames.shape[0]
@@ -149,6 +151,21 @@ def screen_and_sum(frames: np.ndarray, mask: np.ndarray, annulus: np.ndarray,
     bad_pixels = np.flatnonzero(unmeasured)
     ring_index = np.flatnonzero(annulus)
     edges = list(prediction.edges)
+    if kind in "uib" and frames.dtype.itemsize <= 4:  # compiled: exact integers
+        from lensfree.engine import kernels
+
+        for i in range(k):
+            t, c2, negative = kernels.frame_stats(frames[i], mask, ring_index)
+            if negative:
+                invalid[i] = True
+                continue
+            total[i], chi2[i] = t, c2
+            if t < prediction.weak_total or c2 > prediction.chi2_max:
+                continue
+            c = bisect.bisect_right(edges, t)  # = classify's searchsorted
+            classes[i] = c
+            kernels.add_frame(sums[c], frames[i], 1)
+        return total, chi2, invalid, classes
     work = np.empty(mask.shape, dtype=np.float64)
     flat = work.reshape(-1)
     for i in range(k):

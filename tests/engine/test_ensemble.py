@@ -142,7 +142,7 @@ def test_sum_plan_pilot_spreads_whole_chunks_and_bins_bracket_the_background_lev
     assert level[0] < 0.01 < level[-1]
 
 
-@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.float32])
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.int32, np.int64, np.float32])
 def test_screen_and_sum_gives_frame_stats_and_the_sums_by_class(dtype):
     from lensfree.engine import sum_plan
 
@@ -150,10 +150,11 @@ def test_screen_and_sum_gives_frame_stats_and_the_sums_by_class(dtype):
     frames = rng.poisson(50.0, (12, 16, 16)).astype(dtype)
     mask = np.ones((16, 16), bool)
     mask[5, :] = False
-    junk = {np.uint16: 65535, np.int32: -1, np.float32: np.nan}[dtype]
+    junk = {np.uint16: 65535, np.uint32: 2**32 - 1, np.int32: -1, np.int64: -1,
+            np.float32: np.nan}[dtype]
     frames[:, 5, :] = junk                      # unmeasured junk must not count
     frames[2] //= 20                            # weak
-    if dtype != np.uint16:
+    if np.dtype(dtype).kind != "u":
         frames[4, 8, 8] = -3                    # invalid: negative on a measured pixel
     ring = np.zeros_like(mask)
     ring[8:10, 2:14] = True
