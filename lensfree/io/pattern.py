@@ -23,10 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: str | None = None,
-                   support_key: str | None = None, zero_is_missing: bool = True,
+                   support_key: str | None = None,
                    geometry: Geometry | None = None, amplitude: bool = False,
                    fft_shifted: bool = False, center: tuple[float, float] | None = None,
-                   zeros: str | None = None, no_support: bool = False,
+                   zeros: str = "connected", no_support: bool = False,
                    mask_key: str | None = None, mask_good: bool = False,
                    saturation: float | None = None, binning: int = 1) -> dict:
     """Write one summed far-field pattern as the ``ensemble/`` group of the run store ``out``.
@@ -62,9 +62,8 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
         Trailing (and leading) axes of length 1 are squeezed: Hawk's (98, 98, 1).
     valid_key : array of measured pixels (nonzero = measured) in the same file.
     support_key : real-space support (nonzero = inside); a .npz's ``support`` by default.
-    zero_is_missing : with ``zeros`` None: True is ``zeros="all"``, False ``"measured"``.
-    zeros : which exact zeros are unmeasured. ``"connected"`` (what ``lensfree ingest
-        --pattern`` does): only those joined to the beam stop, to a detector gap or to
+    zeros : which exact zeros are unmeasured. ``"connected"`` (the default, as ``lensfree
+        ingest --pattern``): only those joined to the beam stop, to a detector gap or to
         the array edges (`connected_zeros`), as PyNX masks the ESRF logo; an isolated
         zero count at high q is measured. ``"all"``: every exact zero. ``"measured"``:
         none (the NADIA planar data, 90 % zeros, no beam stop).
@@ -81,8 +80,6 @@ def ingest_pattern(input: str, out: str, *, key: str | None = None, valid_key: s
     center : (cy, cx) of zero frequency in the file's pixels, skipping the estimate.
     """
     input = os.fspath(input)
-    if zeros is None:
-        zeros = "all" if zero_is_missing else "measured"
     if zeros not in ZEROS:
         raise LensfreeError(f"zeros {zeros!r}: expected one of {', '.join(ZEROS)}")
     if input.lower().endswith((".npy", ".tif", ".tiff")) and (valid_key or support_key
