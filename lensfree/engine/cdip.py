@@ -60,7 +60,8 @@ DEVICES = ("cpu", "cuda", "auto")
 ANCHOR_EDGE = 1.5  # px: soft edge of the window, so pixels enter the fit gradually
 REFINE_HIO, REFINE_ER, REFINE_FINAL_ER = 80, 20, 100  # iterations per cycle, and at the end
 REFINE_BETA = 0.9  # HIO feedback
-REFINE_SIGMA = (3.0, 1.5)  # px: blur of the support update, first and last cycle
+REFINE_SIGMA = (3.0, 1.5)  # px: blur of the support update, first and last capture cycle
+POLISH_CYCLES, POLISH_SIGMA, POLISH_ENERGY = 10, 2.0, 0.995  # the looser polishing support
 EXTRA = "pip install 'lensfree[cdip]'"
 
 
@@ -87,7 +88,7 @@ class CdipParams:
     output: str = param("polar", "cdip: the network gives magnitude (softplus) and phase "
                         "(polar), or real and imaginary parts (cartesian)",
                         check=one_of("polar", "cartesian"))
-    refine_cycles: int = param(20, "cdip: finishing cycles of HIO + ER on the rendered object "
+    refine_cycles: int = param(40, "cdip: finishing cycles of HIO + ER on the rendered object "
                                "with a support taken from the object itself (0: the field "
                                "alone)", check=at_least(0))
     refine_energy: float = param(0.99, "cdip: the finishing support is the smallest set of "
@@ -202,30 +203,37 @@ def energy_support(rho: np.ndarray, sigma: float, energy: float) -> np.ndarray:
 
 
 def _refine(torch, rho, target, mask, params: CdipParams):
-    """The finishing refinement of a rendered object (``centred`` fft layout, normalised):
-    ``refine_cycles`` of HIO then ER with the support :func:`energy_support` of the
-    object itself, its blur narrowing from ``REFINE_SIGMA[0]`` to ``[1]``, then ER."""
+    """The finishing refinement of a rendered object (fft layout, normalised units).
+
+    Capture: ``refine_cycles`` cycles of HIO then ER, each followed by a new support, the
+    :func:`energy_support` (``refine_energy``) of the object itself, its blur narrowing
+    from ``REFINE_SIGMA[0]`` to ``[1]`` px. Polish: ``POLISH_CYCLES`` more with a fixed
+    ``POLISH_SIGMA`` blur and ``POLISH_ENERGY``. Then ER. Returns the object and its
+    support (numpy bool)."""
     def modulus(x):
         f = torch.fft.fft2(x)
-        mag = torch.abs(f)
-        scaled = f * (target / torch.clamp(mag, min=1e-12))
+        scaled = f * (target / torch.clamp(torch.abs(f), min=1e-12))
         return torch.fft.ifft2(torch.where(mask, scaled, f))
 
-    def support_of(x, sigma):
-        s = energy_support(x.cpu().numpy(), sigma, params.refine_energy)
+    def support_of(x, sigma, energy):
+        s = energy_support(x.cpu().numpy(), sigma, energy)
         return torch.as_tensor(s, device=x.device)
 
     zero = torch.zeros((), dtype=rho.dtype, device=rho.device)
     n = params.refine_cycles
-    support = support_of(rho, REFINE_SIGMA[0])
-    for cycle in range(n):
+    sig0, sig1 = REFINE_SIGMA
+    plan = [(sig0 + (sig1 - sig0) * c / max(1, n - 1), params.refine_energy) for c in range(n)]
+    plan += [(POLISH_SIGMA, POLISH_ENERGY)] * POLISH_CYCLES
+    support = support_of(rho, sig0, params.refine_energy)
+    for cycle, (sigma, energy) in enumerate(plan):
+        if cycle == n:  # the polishing support, from the captured object
+            support = support_of(rho, sigma, energy)
         for _ in range(REFINE_HIO):
             p = modulus(rho)
             rho = torch.where(support, p, rho - REFINE_BETA * p)
         for _ in range(REFINE_ER):
             rho = torch.where(support, modulus(rho), zero)
-        frac = cycle / max(1, n - 1)
-        support = support_of(rho, REFINE_SIGMA[0] + (REFINE_SIGMA[1] - REFINE_SIGMA[0]) * frac)
+        support = support_of(rho, sigma, energy)
     for _ in range(REFINE_FINAL_ER):
         rho = torch.where(support, modulus(rho), zero)
     return rho, support.cpu().numpy()
