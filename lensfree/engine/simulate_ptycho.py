@@ -1,9 +1,13 @@
-"""Simulated far-field ptychography: test objects, probes, scans and noisy frames.
+"""Simulated ptychography, far and near field: test objects, probes, scans, noisy frames.
 
 Conventions (shared with :mod:`lensfree.engine.ptycho`): a position ``(y, x)`` says where
 the probe array's pixel ``(0, 0)`` falls on the object, in object pixels, up to one common
 offset; frame ``j`` is ``I_j = sum_m |F(P_m O[y_j:y_j+h, x_j:x_j+w])|^2`` with zero
-frequency at ``(h // 2, w // 2)`` (centred, as a detector sees it, never fft-shifted).
+frequency at ``(h // 2, w // 2)`` (centred, as a detector sees it, never fft-shifted). A
+near-field scan's frame is the hologram ``I_j = sum_m |D(P_m O_j)|^2`` (``D`` the angular
+spectrum, :class:`lensfree.engine.ptycho.Propagator`), an image, not moved; there the beam
+and detector stay and the sample moves, so a sub-pixel position shifts the object, not the
+probe.
 
 References
 ----------
@@ -23,7 +27,8 @@ __all__ = ["PtychoSimParams", "SimulatedScan", "fermat_scan", "make_probe", "ort
            "raster_scan", "simulate_scan", "test_object"]
 
 SCANS = ("fermat", "raster")
-PROBES = ("focused", "pinhole")
+PROBES = ("focused", "pinhole", "diffuser")
+PROPAGATIONS = ("far-field", "near-field")
 
 
 def _resize(img: np.ndarray, shape) -> np.ndarray:
@@ -56,18 +61,22 @@ def test_object(shape: tuple[int, int], *, amplitude_range: tuple[float, float] 
     return (amp * np.exp(1j * phase)).astype(np.complex64)
 
 
-def make_probe(shape: tuple[int, int], kind: str = "focused", diameter: float = 24.0
-               ) -> np.ndarray:
+def make_probe(shape: tuple[int, int], kind: str = "focused", diameter: float = 24.0,
+               seed: int = 0) -> np.ndarray:
     """One coherent probe mode of roughly ``diameter`` pixels, centred in ``shape``.
 
     ``focused``: a lens aperture (disk of radius 0.15 cycles/px in the pupil) defocused so
     that its geometric spot is ``diameter`` wide, with the Fresnel fringes that come with
     it. ``pinhole``: a disk of that diameter with 1-px soft edges and a weak curvature.
-    Normalised to ``sum |P|^2 = 1``.
+    ``diffuser`` (near field): a wide Gaussian (``diameter`` its FWHM, seldom under the
+    frame) through a smooth random phase screen of about 2 rad (``seed``), the structured
+    beam near-field ptychography needs. Normalised to ``sum |P|^2 = 1``.
     """
     h, w = shape
     if kind not in PROBES:
         raise ValueError(f"probe kind {kind!r}: choose one of {', '.join(PROBES)}")
+    if kind == "diffuser":
+        return _diffuser((h, w), diameter, seed)
     if not 2 <= diameter <= min(h, w) / 1.5:
         raise ValueError(f"probe diameter {diameter}: must lie in [2, {min(h, w) / 1.5:.0f}] "
                          f"px for {h}x{w} frames (the frames must oversample it)")
@@ -89,6 +98,18 @@ def make_probe(shape: tuple[int, int], kind: str = "focused", diameter: float = 
         probe = disk * np.exp(1j * np.pi * r2 / (4 * diameter**2 / 4))
     probe = probe / np.sqrt(np.sum(np.abs(probe) ** 2))
     return probe.astype(np.complex64)
+
+
+def _diffuser(shape, diameter: float, seed: int) -> np.ndarray:
+    h, w = shape
+    rng = np.random.default_rng([seed, 11])
+    q2 = np.fft.fftfreq(h)[:, None] ** 2 + np.fft.fftfreq(w)[None] ** 2
+    screen = np.fft.ifft2(np.fft.fft2(rng.normal(size=shape)) * np.exp(-q2 / 0.01)).real
+    yy, xx = np.indices(shape)
+    r2 = (yy - h / 2) ** 2 + (xx - w / 2) ** 2
+    sigma = diameter / 2.355
+    probe = np.exp(-r2 / (2 * sigma**2)) * np.exp(2j * screen / np.abs(screen).max())
+    return (probe / np.sqrt(np.sum(np.abs(probe) ** 2))).astype(np.complex64)
 
 
 def orthogonal_modes(probe: np.ndarray, n_modes: int, weights=None) -> np.ndarray:
@@ -143,7 +164,7 @@ def fermat_scan(n: int, step: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PtychoSimParams:
-    """A simulated far-field scan.
+    """A simulated scan.
 
     n_positions, frame_size : scan points and (square) frame size in pixels.
     scan : ``fermat`` or ``raster``. overlap : 1 - step / probe diameter (0.6-0.8 is usual).
@@ -155,6 +176,11 @@ class PtychoSimParams:
     subpixel : keep the true positions off the pixel grid; by default they are rounded to
         whole pixels (the engine crops whole pixels; its positions are refined continuously).
     phase_range : peak-to-peak object phase, rad.
+    propagation : ``far-field`` or ``near-field`` (holograms through the angular spectrum
+        at ``distance_m``, ``wavelength_m``, sample pixel ``pixel_size_m``; the probe
+        should then be a ``diffuser`` filling the frame, whose diameter defaults to
+        0.8 frame_size and whose first guess is none: the engine starts from the mean
+        hologram propagated back).
     """
 
     n_positions: int = 100
@@ -171,6 +197,10 @@ class PtychoSimParams:
     phase_range: float = 1.5
     margin: int = 4
     seed: int = 0
+    propagation: str = "far-field"
+    wavelength_m: float = 1e-10
+    distance_m: float = 8e-3
+    pixel_size_m: float = 2e-7
 
     def __post_init__(self):
         if self.n_positions < 1:
@@ -187,10 +217,25 @@ class PtychoSimParams:
             raise ValueError(f"position_error={self.position_error} must be >= 0")
         if self.probe_modes < 1:
             raise ValueError(f"probe_modes={self.probe_modes} must be at least 1")
+        if self.propagation not in PROPAGATIONS:
+            raise ValueError(f"propagation={self.propagation!r}: choose one of "
+                             f"{', '.join(PROPAGATIONS)}")
+        self.propagator.check((self.frame_size, self.frame_size))
+
+    @property
+    def propagator(self):
+        """The :class:`Propagator` of the frames."""
+        from lensfree.engine.ptycho.propagate import Propagator
+
+        if self.propagation == "far-field":
+            return Propagator()
+        return Propagator("near-field", self.wavelength_m, self.distance_m, self.pixel_size_m)
 
     @property
     def diameter(self) -> float:
-        return self.probe_diameter or self.frame_size / 4
+        if self.probe_diameter:
+            return self.probe_diameter
+        return self.frame_size * (0.8 if self.probe == "diffuser" else 0.25)
 
 
 @dataclass(frozen=True)
@@ -202,7 +247,7 @@ class SimulatedScan:
     true_positions: np.ndarray    # (N, 2)
     object: np.ndarray            # (oy, ox) complex64
     probe: np.ndarray             # (modes, h, w) complex64, true
-    probe_guess: np.ndarray       # (1, h, w) complex64, a rough initial guess
+    probe_guess: np.ndarray | None  # (1, h, w) complex64, a rough initial guess (far field)
 
 
 def simulate_scan(params: PtychoSimParams) -> SimulatedScan:
@@ -219,25 +264,39 @@ def simulate_scan(params: PtychoSimParams) -> SimulatedScan:
     extent = np.ceil(true.max(axis=0)).astype(int) + np.array([h, w]) + p.margin
     extent = extent + int(np.ceil(p.position_error * 3 + max(np.abs(p.drift))))
     obj = test_object(tuple(extent), phase_range=p.phase_range)
-    probe = orthogonal_modes(make_probe((h, w), p.probe, p.diameter), p.probe_modes)
+    probe = orthogonal_modes(make_probe((h, w), p.probe, p.diameter, p.seed), p.probe_modes)
+    near = p.propagation == "near-field"
+    prop = p.propagator
     frames = np.empty((p.n_positions, h, w), np.float32)
     qy = np.fft.fftfreq(h)[:, None]
     qx = np.fft.fftfreq(w)[None, :]
     fprobe = np.fft.fft2(probe)
+    pad = 4  # the object is shifted on a wider crop, so that its wrap falls outside
+    qpy = np.fft.fftfreq(h + 2 * pad)[:, None]
+    qpx = np.fft.fftfreq(w + 2 * pad)[None, :]
     for j, (y, x) in enumerate(true):
         iy, ix = int(np.floor(y)), int(np.floor(x))
         fy, fx = y - iy, x - ix
-        modes = probe
-        if fy or fx:  # sub-pixel part: shift the probe exactly, in Fourier space
+        modes, patch = probe, obj[iy:iy + h, ix:ix + w]
+        if (fy or fx) and near:  # the sample moves under the beam: shift the object
+            wide = np.pad(obj, pad, mode="edge")[iy:iy + h + 2 * pad, ix:ix + w + 2 * pad]
+            wide = np.fft.ifft2(np.fft.fft2(wide) * np.exp(2j * np.pi * (qpy * fy + qpx * fx)))
+            patch = wide[pad:pad + h, pad:pad + w]
+        elif fy or fx:  # sub-pixel part: shift the probe exactly, in Fourier space
             modes = np.fft.ifft2(fprobe * np.exp(-2j * np.pi * (qy * fy + qx * fx)))
-        psi = modes * obj[iy:iy + h, ix:ix + w]
-        frames[j] = np.fft.fftshift(np.sum(np.abs(np.fft.fft2(psi)) ** 2, axis=0))
+        psi = modes * patch
+        if near:
+            frames[j] = np.sum(np.abs(prop.to_detector(psi)) ** 2, axis=0)
+        else:
+            frames[j] = np.fft.fftshift(np.sum(np.abs(np.fft.fft2(psi)) ** 2, axis=0))
     if p.photons is not None:
         frames *= p.photons / frames.sum(axis=(1, 2)).mean()
         frames = rng.poisson(frames).astype(np.float32)
     error = rng.normal(0.0, p.position_error / np.sqrt(2), size=true.shape)
     drift = np.linspace(0, 1, p.n_positions)[:, None] * np.asarray(p.drift, float)[None, :]
     recorded = true + error + drift
-    guess = make_probe((h, w), p.probe, min(p.diameter * 1.25, h / 1.5))[None]
+    guess = None
+    if not near:
+        guess = make_probe((h, w), p.probe, min(p.diameter * 1.25, h / 1.5))[None]
     return SimulatedScan(frames=frames, positions=recorded, true_positions=true, object=obj,
                          probe=probe, probe_guess=guess)

@@ -66,6 +66,9 @@ def simulate_ptycho(out: str, params: sim.PtychoSimParams) -> dict:
     probe, positions, with object pixel (0, 0) at position (0, 0))."""
     scan = sim.simulate_scan(params)
     attrs = {"simulation": runstore.jsonable(asdict(params))}
+    if params.propagation == "near-field":
+        attrs.update(propagation="near-field", wavelength_m=params.wavelength_m,
+                     distance_m=params.distance_m, pixel_size_m=params.pixel_size_m)
     group = write_ptycho_frames(out, scan.frames, scan.positions, scan.probe_guess,
                                 attrs=attrs)
     truth = group.create_group("truth")

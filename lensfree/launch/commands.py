@@ -121,8 +121,8 @@ class SimulatePtychoOptions:
     size: int = param(64, "frame size in pixels", check=at_least(8))
     scan: str = param("fermat", "scan pattern", choices=("fermat", "raster"))
     overlap: float = param(0.7, "1 - step / probe diameter")
-    probe: str = param("focused", "probe kind", choices=("focused", "pinhole"))
-    probe_diameter: float | None = param(None, "px", default_help="size / 4")
+    probe: str = param("focused", "probe kind", choices=("focused", "pinhole", "diffuser"))
+    probe_diameter: float | None = param(None, "px", default_help="size / 4; diffuser 0.8 size")
     probe_modes: int = param(1, "incoherent modes", check=at_least(1))
     photons: float = param(1e6, "mean counts per frame, Poisson; 0 for noise-free")
     position_error: float = param(0.0, "RMS error of the recorded positions, px")
@@ -130,12 +130,15 @@ class SimulatePtychoOptions:
                                        "over the scan, px", nargs=2, metavar=("DY", "DX"))
     subpixel: bool = param(False, "true positions off the pixel grid [rounded to whole "
                            "pixels]", action="store_true")
+    propagation: str = param("far-field", "far-field, or near-field holograms (with "
+                             "--probe diffuser; 0.1 nm, 8 mm, 200 nm pixels)",
+                             choices=("far-field", "near-field"))
     seed: int = param(0, "seed")
 
 
 class SimulatePtycho(Command):
     name = "simulate.ptycho"
-    help = "a far-field ptychography scan with known truth"
+    help = "a far- or near-field ptychography scan with known truth"
     Options = SimulatePtychoOptions
 
     def handler(self, o) -> int:
@@ -147,7 +150,8 @@ class SimulatePtycho(Command):
                 n_positions=o.positions, frame_size=o.size, scan=o.scan, overlap=o.overlap,
                 probe=o.probe, probe_diameter=o.probe_diameter, probe_modes=o.probe_modes,
                 photons=o.photons or None, position_error=o.position_error,
-                drift=tuple(o.drift), subpixel=o.subpixel, seed=o.seed)
+                drift=tuple(o.drift), subpixel=o.subpixel, seed=o.seed,
+                propagation=o.propagation)
             info = simulate_ptycho(o.out, params)
         except ValueError as exc:
             raise LensfreeError(f"simulate ptycho: {exc}") from None

@@ -2,10 +2,13 @@
 
 The parallel engine runs each iteration as one ``backend.reduce`` over blocks of positions
 (spatially compact, from `partitioning.position_blocks`, a number fixed by the data, not
-by the workers), one leaf per block; LSQML runs two (the directions, then every
-position's step lengths). The object, probe, crops and sub-pixel rests travel once per
-iteration as the shared value, and every worker process reads a block's frames from the
-store once and keeps their amplitudes for the next iterations (`block_amplitudes`). The
+by the workers), one leaf per block, per batch (every block's positions dealt into
+batches spread over it, `engine.ptycho.batches`, as many as the scan's overlap asks
+for: each batch updates object and probe before the next); LSQML runs two per batch
+(the directions, then every position's step lengths). The object, probe, crops and
+sub-pixel rests travel once per batch as the shared value, and every worker process
+reads a block's frames from the store once and keeps their amplitudes for the next
+iterations (`block_amplitudes`). The
 blocks' sums are plain sums folded in the back end's fixed tree (`sums.combine`, the same
 numbers on every back end and worker count), so the root holds one object-sized partial
 whatever the number of positions; it updates object, probe and positions and broadcasts
@@ -36,6 +39,7 @@ import zarr
 
 from lensfree.engine import ptycho as pt
 from lensfree.engine.params import at_least, check_fields, optional, param, positive
+from lensfree.engine.ptycho import batches as batching
 from lensfree.engine.ptycho import lsqml
 from lensfree.engine.ptycho.sums import combine
 from lensfree.errors import LensfreeError
@@ -195,16 +199,19 @@ class PtychoStage(Stage):
             fft.get_fft2((h, w)).prepare()  # plan once so every worker loads the same wisdom
             frames = zarr.open_array(os.path.join(opts.frames, "frames"), mode="r")
             total = _total_power(frames, scan.store.mask)
-        start, obj, probe, positions, errors = ctx.bcast(state)
+            state = (*state, self._n_batches(opts, inp, scan.positions_px))
+        start, obj, probe, positions, errors, n_batches = ctx.bcast(state)
         initial = scan.positions_px
         obj, probe, positions, seconds = self._iterate(
-            ctx, opts, inp, np.arange(n), inp.blocks, start, (obj, probe, positions), errors,
-            total)
-        frc = self._split_frc(ctx, opts, inp) if opts.params.split_frc else None
+            ctx, opts, inp, np.arange(n), inp.blocks, n_batches, start,
+            (obj, probe, positions), errors, total)
+        frc = (self._split_frc(ctx, opts, inp, n_batches) if opts.params.split_frc
+               else None)
         if not ctx.is_root:
             return None
         moves = np.sqrt(np.sum((positions - initial) ** 2, axis=1))
         out = {"final_error": float(errors[-1]), "n_blocks": len(inp.blocks),
+               "batches": n_batches,
                # wall time of one iteration on this run's back end (median over those run
                # by this invocation; the first also reads the frames and plans the FFTs)
                "seconds_per_iteration": float(np.median(seconds)) if seconds else None,
@@ -214,16 +221,29 @@ class PtychoStage(Stage):
             out.update(frc)
         return out
 
-    def _iterate(self, ctx: Context, opts, inp: PtychoInput, index, blocks, start, state,
-                 errors, total):
+    @staticmethod
+    def _n_batches(opts, inp: PtychoInput, positions: np.ndarray) -> int:
+        """The block engines' batches per iteration: the parameter, else from the overlap
+        of the starting probe at the recorded positions (the same on a resumed run)."""
+        p = opts.params.engine
+        if p.batches is not None or p.engine not in ("parallel", "lsqml"):
+            return p.batches or 1
+        probe = PtychoStage._first_probe(opts, inp)
+        return batching.default_batches(batching.scan_overlap(positions, probe),
+                                        len(positions))
+
+    def _iterate(self, ctx: Context, opts, inp: PtychoInput, index, blocks, n_batches, start,
+                 state, errors, total):
         """Iterations ``start..`` over the positions ``index`` (frame indices) cut into
-        ``blocks`` (indices into ``index``); ``state`` (object, probe, positions (k, 2) px).
+        ``blocks`` (indices into ``index``), each block's positions dealt into
+        ``n_batches`` batches; ``state`` (object, probe, positions (k, 2) px).
         With ``errors`` (the whole scan) each iteration's error is kept and checkpoints are
         written; without (a half of the scan) nothing is written."""
         scan, p = inp.scan, opts.params.engine
         h, w = scan.store.frame_shape
         obj, probe, positions = state
         initial = scan.positions_px[index]
+        batches = batching.split_batches(blocks, min(n_batches, len(index)))
         seconds = []
         for it in range(start, p.iterations):
             t0 = time.perf_counter()
@@ -231,27 +251,18 @@ class PtychoStage(Stage):
             update_probe = it >= p.probe_start
             crops, fractions = pt.corners(positions, inp.origin, inp.shape, (h, w))
             if p.engine in ("parallel", "lsqml"):
-                shared = Shared(opts.frames, scan.store.mask, blocks, index, obj, probe, crops,
-                                 fractions, refine, scan.propagator)
-                sums = self._reduce(ctx, shared, it, p.iterations)
-                if p.engine == "lsqml":
-                    folded = lsqml.fold(obj.shape, probe.shape, [sums])
-                    dobj, dprobe = ctx.bcast(lsqml.directions(
-                        obj, probe, folded, update_probe=update_probe,
-                        regularisation=p.regularisation) if ctx.is_root else None)
-                    steps2 = self._reduce(ctx, replace(shared, dobj=dobj, dprobe=dprobe), it,
-                                          p.iterations, "steps")
-                if ctx.is_root:
-                    if p.engine == "lsqml":
-                        obj, probe = lsqml.apply_steps(obj, probe, folded, [steps2],
-                                                       update_probe=update_probe,
-                                                       regularisation=p.regularisation)
-                    else:
-                        obj, probe = pt.apply_update(obj, probe, [sums],
-                                                     update_probe=update_probe,
-                                                     regularisation=p.regularisation)
-                    err = sums.error
-                    steps = sums.per_position(len(index)) if refine else None
+                err, steps = 0.0, np.zeros((len(index), 2))
+                for g, batch in enumerate(batches):
+                    shared = Shared(opts.frames, scan.store.mask, batch, index, obj, probe,
+                                    crops, fractions, refine, scan.propagator)
+                    obj, probe, e, s = self._batch(ctx, p, shared, update_probe,
+                                                   f"{it:04d}-{g}", it, len(index))
+                    if ctx.is_root:
+                        err += e
+                        if refine:
+                            steps += s
+                    if len(batches) > 1:
+                        obj, probe = ctx.bcast((obj, probe))
             elif ctx.is_root:
                 amp, valid = block_amplitudes(opts.frames, scan.store.mask, index,
                                                scan.propagator.centred_frames)
@@ -275,7 +286,7 @@ class PtychoStage(Stage):
             seconds.append(time.perf_counter() - t0)
         return obj, probe, positions, seconds
 
-    def _split_frc(self, ctx: Context, opts, inp: PtychoInput) -> dict | None:
+    def _split_frc(self, ctx: Context, opts, inp: PtychoInput, n_batches: int) -> dict | None:
         """The scan's two interleaved halves (even and odd positions) reconstructed alone,
         from the same start and with the same parameters, and the Fourier ring correlation
         of their objects over the pixels both lit: written to ``frc*``, attrs returned."""
@@ -291,7 +302,7 @@ class PtychoStage(Stage):
             nb = max(1, len(inp.blocks) // 2)
             blocks = tuple(position_blocks(local, min(nb, len(index))))
             obj, probe, positions, _ = self._iterate(
-                ctx, opts, inp, index, blocks, 0,
+                ctx, opts, inp, index, blocks, max(1, n_batches // 2), 0,
                 (np.ones(inp.shape, np.complex64), first.copy(), local.copy()), None, None)
             halves.append((obj, probe, positions))
         if not ctx.is_root:
@@ -310,21 +321,49 @@ class PtychoStage(Stage):
         return {"frc_resolution_px": result.resolution_px,
                 "frc_resolution_m": None if pixel is None else result.resolution_px * pixel}
 
+    def _batch(self, ctx: Context, p: pt.PtychoParams, shared: Shared, update_probe: bool,
+               tag: str, it: int, n: int):
+        """One batch of the block engines: its reduction(s) and, on the root, the update;
+        ``(object, probe, Fourier error, position steps (n, 2) or None)`` (the root's; the
+        other processes get their own object and probe back)."""
+        sums = self._reduce(ctx, shared, it, p.iterations, tag)
+        obj, probe = shared.obj, shared.probe
+        if p.engine == "lsqml":
+            folded = lsqml.fold(obj.shape, probe.shape, [sums]) if ctx.is_root else None
+            dobj, dprobe = ctx.bcast(lsqml.directions(
+                obj, probe, folded, update_probe=update_probe,
+                regularisation=p.regularisation) if ctx.is_root else None)
+            steps2 = self._reduce(ctx, replace(shared, dobj=dobj, dprobe=dprobe), it,
+                                  p.iterations, tag, "steps")
+        if not ctx.is_root:
+            return obj, probe, 0.0, None
+        if p.engine == "lsqml":
+            obj, probe = lsqml.apply_steps(obj, probe, folded, [steps2],
+                                           update_probe=update_probe,
+                                           regularisation=p.regularisation)
+        else:
+            obj, probe = pt.apply_update(obj, probe, [sums], update_probe=update_probe,
+                                         regularisation=p.regularisation)
+        return obj, probe, sums.error, sums.per_position(n) if shared.refine else None
+
     @staticmethod
-    def _reduce(ctx: Context, shared: Shared, it: int, iterations: int, part: str = "sums"):
+    def _reduce(ctx: Context, shared: Shared, it: int, iterations: int, tag: str,
+                part: str = "sums"):
         """One pass over the blocks, folded through the back end's fixed tree: the root's
         memory holds one object-sized partial, not one result per block."""
         tasks = [(it, b) for b in range(len(shared.blocks))]
         return ctx.reduce(ptycho_block, tasks, shared, combine=combine,
-                          names=[f"ptycho-it{it:04d}-{part}-b{b}" for b in range(len(tasks))],
+                          names=[f"ptycho-it{tag}-{part}-b{b}" for b in range(len(tasks))],
                           desc=f"iteration {it + 1}/{iterations}")
 
     def summary(self, attrs: dict, opts, seconds: float) -> list[str]:
         p = opts.params.engine
         verb = ("already complete, nothing recomputed" if attrs.get("resumed_complete")
                 else "written")
+        batches = attrs.get("batches") or 1
         lines = [f"{opts.out}: ptycho/ {verb} in {seconds:.1f} s; {p.engine}, {p.iterations} "
-                 f"iterations, {attrs['n_blocks']} blocks",
+                 f"iterations, {attrs['n_blocks']} blocks"
+                 + (f" in {batches} batches" if batches > 1 else ""),
                  f"  Fourier error {attrs['final_error']:.4g}; positions moved "
                  f"{attrs['position_shift_rms_px']:.2f} px RMS"
                  + (f", {attrs['position_shift_max_px']:.2f} px at most"

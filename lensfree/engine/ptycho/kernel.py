@@ -86,7 +86,8 @@ class PositionKernel:
         return self.shifted, np.conjugate(self.shifted, out=self.shifted_conj)
 
     def project(self, probe: np.ndarray, patch: np.ndarray, amp: np.ndarray,
-                amp_scaled: np.ndarray, invalid: np.ndarray | None) -> np.float32:
+                amp_scaled: np.ndarray, invalid: np.ndarray | None, *,
+                shifted: bool = False) -> np.float32:
         """Fourier error of ``psi = probe * patch`` (``|D psi|`` against ``amp``, ``D`` the
         propagator); ``psi'`` to :attr:`psi_new` and
         ``psi' - psi`` to :attr:`dpsi`.
@@ -96,13 +97,18 @@ class PositionKernel:
         probe : (M, h, w) the position's probe modes. patch : (h, w) its object crop.
         amp : (h, w) unshifted amplitude. amp_scaled : ``amp / (h w)``
             (:func:`scaled_amplitudes`). invalid : (h, w) unmeasured pixels, or None.
+        shifted : ``probe`` was moved by :meth:`shift_probe` (its ramp in :attr:`ramp`):
+            in the near field the exit wave goes to the detector moved back by the rest.
         """
         psi, spec = self.dpsi, self.psi_new  # psi becomes psi' - psi at the end
         model, diff, factor = self._model, self._diff, self._factor
         m = len(probe)
+        h_fwd = h_back = None
+        if self.prop.near:
+            h_fwd, h_back = self.prop.transfers(self.ramp if shifted else None)
         for k in range(m):
             np.multiply(probe[k], patch, out=psi[k])
-            self.prop.forward(psi[k], spec[k])
+            self.prop.forward(psi[k], spec[k], h_fwd)
         # model amplitude |F psi| (summed incoherently over modes)
         if m == 1:
             np.abs(spec[0], out=model)
@@ -124,7 +130,7 @@ class PositionKernel:
             np.copyto(factor, np.float32(1 / self.size), where=invalid)
         for k in range(m):
             np.multiply(spec[k], factor, out=spec[k])
-            self.prop.backward(spec[k], spec[k])
+            self.prop.backward(spec[k], spec[k], h_back)
         np.subtract(spec, psi, out=psi)
         return error
 

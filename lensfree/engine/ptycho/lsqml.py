@@ -115,7 +115,7 @@ def step_block(obj, probe, dobj, dprobe, crops, fractions, amp, valid, *,
             dprobe_j = kernel.shift_probe(dspectrum, ry[i], rx[i])[0].copy()
         patch, dpatch = box[y:y + h, x:x + w], dbox[y:y + h, x:x + w]
         kernel.project(probe_j, patch, amp[i], amp_scaled[i],
-                       None if invalid is None else invalid[i])
+                       None if invalid is None else invalid[i], shifted=bool(shifted[i]))
         chi = kernel.dpsi.reshape(m, -1)
         a = (probe_j * dpatch).reshape(m, -1)
         b = (dprobe_j * patch).reshape(m, -1)

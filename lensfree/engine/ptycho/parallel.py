@@ -84,7 +84,8 @@ def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
         if shifted[i]:
             probe_j, cprobe = kernel.shift_probe(spectrum, ry[i], rx[i])
         errors[i] = kernel.project(probe_j, box[y:y + h, x:x + w], amp[i], amp_scaled[i],
-                                   None if invalid is None else invalid[i])
+                                   None if invalid is None else invalid[i],
+                                   shifted=bool(shifted[i]))
         # object sums, in the block's box
         num = obj_num[y:y + h, x:x + w]
         den = obj_den[y:y + h, x:x + w]

@@ -28,8 +28,12 @@ class PtychoParams:
         regularisation weight of its denominator (0.1 is Maiden 2017's choice).
     beta : probe step of ePIE/rPIE (1.0).
     probe_start : first iteration that updates the probe (the object settles first).
+    batches : parallel and LSQML: every block's positions dealt into this many interleaved
+        batches, each one reduction updating object and probe in turn (None: about three
+        positions per pixel in each, from the scan's overlap, :mod:`.batches`).
     regularisation : parallel form: ``O = (num + r O_old) / (den + r)``, ``r`` this
-        fraction of ``max(den)``; keeps weakly lit pixels from blowing up.
+        fraction of the batch's ``max(den)``; keeps weakly lit pixels from blowing up
+        (as rPIE's denominator does).
     refine_positions, refine_start, refine_every : refine every position every
         ``refine_every`` iterations from iteration ``refine_start``.
     refine_gain, max_step : ``dr <- clip(gain * dr, -max_step, max_step)`` px per update.
@@ -44,8 +48,13 @@ class PtychoParams:
                                 default_help="ePIE 1, rPIE 0.1")
     beta: float = param(1.0, "ePIE/rPIE probe step", check=within(0, 2, closed="both"))
     probe_start: int = param(2, "first iteration updating the probe", check=at_least(0))
-    regularisation: float = param(1e-3, "parallel engine: weight of the old object, as a "
-                                  "fraction of the largest illumination", check=non_negative)
+    batches: int | None = param(None, "parallel/LSQML: batches of interleaved positions "
+                                "per iteration, each updating object and probe",
+                                check=optional(within(1, 256, closed="both")),
+                                default_help="from the overlap, 1-16")
+    regularisation: float = param(0.05, "parallel/LSQML: weight of the old object, as a "
+                                  "fraction of the batch's largest illumination",
+                                  check=non_negative)
     refine_positions: bool = param(False, "refine every position", action="store_true")
     refine_start: int = param(10, "refine positions from this iteration", check=at_least(0))
     refine_every: int = param(1, "refine positions every k iterations", check=at_least(1))

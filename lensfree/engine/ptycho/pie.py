@@ -53,7 +53,8 @@ def pie_iteration(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
         if shifted[j]:  # the probe changed at the last position: its spectrum too
             probe_j, _ = kernel.shift_probe(probe_spectrum(probe), ry[j], rx[j])
         errors[j] = kernel.project(probe_j, patch, amp[j], amp_scaled[j],
-                                   None if invalid is None else invalid[j])
+                                   None if invalid is None else invalid[j],
+                                   shifted=bool(shifted[j]))
         dpsi = kernel.dpsi
         if refine:
             steps[j] = kernel.position_step(probe_j, np.gradient(patch))

@@ -130,7 +130,15 @@ def _transfer(shape, wavelength, distance, pixel) -> np.ndarray:
 
 
 class _Bound:
-    """A propagator on fixed-shape buffers (the kernel's)."""
+    """A propagator on fixed-shape buffers (the kernel's).
+
+    ``ramp`` (h, w), when given: the spectrum factor that moved the probe by a position's
+    sub-pixel rest ``f`` (:func:`ramp_factors`). In the far field the detector does not see
+    where the exit wave sits, so it is ignored; in the near field the hologram moves with
+    it, so the exit wave ``P(r - f) O(r + c)`` is moved back by ``f`` on its way to the
+    detector (the transfer times ``conj(ramp)``, and the way back times ``ramp``): the
+    sample moves under a beam fixed on the detector, as it does in the experiment.
+    """
 
     def __init__(self, prop: Propagator, shape, dtype):
         self.fft = fftlib.get_fft2(shape, dtype)
@@ -138,18 +146,31 @@ class _Bound:
         if self.near:
             self.h = prop.transfer(shape).astype(dtype)
             self.h_back = np.conj(self.h) * np.asarray(shape[0] * shape[1], np.float32)
+            self._h_ramp = fftlib.empty_aligned(shape, dtype)
+            self._h_back_ramp = fftlib.empty_aligned(shape, dtype)
 
-    def forward(self, psi: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def transfers(self, ramp: np.ndarray | None):
+        """``(forward, backward)`` transfer functions of a position (near field only)."""
+        if ramp is None:
+            return self.h, self.h_back
+        np.multiply(self.h, np.conj(ramp), out=self._h_ramp)
+        np.multiply(self.h_back, ramp, out=self._h_back_ramp)
+        return self._h_ramp, self._h_back_ramp
+
+    def forward(self, psi: np.ndarray, out: np.ndarray, h: np.ndarray | None = None
+                ) -> np.ndarray:
+        """``D psi`` (``h``: the forward transfer, :meth:`transfers`; default unshifted)."""
         self.fft.forward(psi, out=out)
         if self.near:
-            np.multiply(out, self.h, out=out)
+            np.multiply(out, self.h if h is None else h, out=out)
             self.fft.inverse(out, out=out, normalise=False)
         return out
 
-    def backward(self, d: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def backward(self, d: np.ndarray, out: np.ndarray, h_back: np.ndarray | None = None
+                 ) -> np.ndarray:
         """``h w D^-1 d`` (unnormalised, as the kernel folds ``1/(h w)`` elsewhere)."""
         if self.near:
             self.fft.forward(d, out=out)
-            np.multiply(out, self.h_back, out=out)
+            np.multiply(out, self.h_back if h_back is None else h_back, out=out)
             d = out
         return self.fft.inverse(d, out=out, normalise=False)
