@@ -291,6 +291,7 @@ def test_peak_memory_at_2048_squared_is_about_one_chunk(tmp_path):
                           capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr
     peak = int(proc.stdout.split("PEAK")[1]) * 1024  # kB
+    print(f"peak RSS {peak / 1e9:.3f} GB")
     assert peak < 1.2e9, f"peak RSS {peak / 1e9:.2f} GB"
 
 
