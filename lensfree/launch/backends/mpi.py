@@ -44,6 +44,12 @@ class MPIBackend(Backend):
         self.rank = self.comm.Get_rank()
         self.n_workers = self.comm.Get_size()
         self.is_root = self.rank == 0
+        # one core per rank: Blosc would start a decode thread per core in every rank (it
+        # does on a process's main thread), oversubscribing a node N-fold; Dask workers
+        # and the local back end's pool decode on one thread already (numcodecs' rule)
+        import numcodecs.blosc
+
+        numcodecs.blosc.set_nthreads(1)
 
     @classmethod
     def process_rank(cls) -> int:
