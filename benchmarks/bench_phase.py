@@ -22,6 +22,7 @@ Medians of several runs; prints tables and writes JSON. Runs with one BLAS threa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -56,28 +57,41 @@ def _cpu_once(fn) -> float:
     return time.process_time() - t0
 
 
-def iteration_vs_fft(n: int, repeats: int) -> dict:
-    """HIO iteration time against two FFTW transforms of the same size, per round."""
-    f = fft.get_fft2((n, n))
+def volume_pattern(n: int, photons: float = 1e9, seed: int = 1):
+    """The faceted crystal of :func:`lensfree.engine.shapes.crystal` on ``n^3`` and its
+    Poisson far field (amplitude centred, every voxel measured)."""
+    truth = shapes.crystal(n)
+    intensity = np.abs(np.fft.fftshift(np.fft.fftn(truth.astype(np.complex128)))) ** 2
+    counts = np.random.default_rng(seed).poisson(intensity * (photons / intensity.sum()))
+    return truth, np.sqrt(counts).astype(np.float32), np.ones(truth.shape, bool)
+
+
+def iteration_vs_fft(n: int, repeats: int, ndim: int = 2) -> dict:
+    """HIO iteration time against two FFTW transforms of the same size, per round; a 2D
+    ``n^2`` letter or a 3D ``n^3`` crystal."""
+    shape = (n,) * ndim
+    f = fft.get_fftn(shape)
     f.prepare()
-    x = fft.empty_aligned((n, n))
-    x[...] = np.random.default_rng(0).standard_normal((n, n))
-    loops = max(5, int(2e7 / (n * n)))
+    x = fft.empty_aligned(shape)
+    x[...] = np.random.default_rng(0).standard_normal(shape)
+    loops = max(5, int(2e7 / x.size))
 
     def two_ffts():
         for _ in range(loops):
             f.forward(x, x)
             f.inverse(x, x)
 
-    rho = shapes.make_object("letter", n, 3.0)
-    amp, valid = shapes.far_field(rho, 1e9, np.random.default_rng(1), 0.05 * n)
+    if ndim == 2:
+        rho = shapes.make_object("letter", n, 3.0)
+        amp, valid = shapes.far_field(rho, 1e9, np.random.default_rng(1), 0.05 * n)
+    else:
+        _, amp, valid = volume_pattern(n)
     support = phasing.autocorrelation_support(amp, valid)
     rho0 = ghio.member_start(amp, valid, support, 0)
-    has_every = "error_every" in phasing.PhasingParams.__dataclass_fields__
-    every = ERROR_EVERY if has_every else (1,)
+    every = ERROR_EVERY
 
     def hio(k: int, iterations: int):
-        params = phasing.PhasingParams(error_every=k) if k != 1 else None
+        params = phasing.PhasingParams(error_every=k)
         return lambda: phasing.run(amp, valid, rho0, support, f"HIO:{iterations}", params)
 
     two_ffts(), hio(1, 5)()  # plans, wisdom, first-touch of the arrays
@@ -87,7 +101,7 @@ def iteration_vs_fft(n: int, repeats: int) -> dict:
         for k in every:
             short[k].append(_cpu_once(hio(k, loops)) / loops)
             long[k].append(_cpu_once(hio(k, 2 * loops)) / loops)
-    row = {"n": n, "loops": loops, "repeats": repeats,
+    row = {"n": n, "ndim": ndim, "shape": list(shape), "loops": loops, "repeats": repeats,
            "two_ffts_ms": min(t_fft) * 1e3, "two_ffts_median_ms": statistics.median(t_fft) * 1e3}
     for k in every:
         # the difference of two run lengths removes the per-run setup; the fastest of
@@ -98,18 +112,19 @@ def iteration_vs_fft(n: int, repeats: int) -> dict:
         row[f"ratio_every{k}"] = hio_min / min(t_fft)
         row[f"hio_every{k}_median_ms"] = hio_med * 1e3
         row[f"ratio_every{k}_median"] = hio_med / statistics.median(t_fft)
-    row["hio_ms"], row["ratio"] = row["hio_every1_ms"], row["ratio_every1"]
+    row["hio_ms"], row["ratio"] = row["hio_every10_ms"], row["ratio_every10"]  # the default
     return row
 
 
 def print_iteration_table(rows: list[dict]) -> None:
     every = [k for k in ERROR_EVERY if f"ratio_every{k}" in rows[0]]
-    head = f"{'N':>6s} {'2 FFTs ms':>10s}"
+    head = f"{'size':>6s} {'2 FFTs ms':>10s}"
     for k in every:
         head += f" {f'HIO ms e={k}':>12s} {'/ 2 FFTs':>9s} {'(median)':>9s}"
     print(head)
     for row in rows:
-        line = f"{row['n']:6d} {row['two_ffts_ms']:10.3f}"
+        size = f"{row['n']}^{row.get('ndim', 2)}"
+        line = f"{size:>6s} {row['two_ffts_ms']:10.3f}"
         for k in every:
             line += (f" {row[f'hio_every{k}_ms']:12.3f} {row[f'ratio_every{k}']:9.2f}"
                      f" {row[f'ratio_every{k}_median']:9.2f}")
@@ -207,6 +222,136 @@ def print_pynx_table(res: dict) -> None:
               f"{row['ms_per_iteration']:7.3f} {r_f:>20s} {err:>20s}")
 
 
+def import_cohere():
+    """``(cohere_core.controller.phasing, None)`` or ``(None, why not)``."""
+    try:
+        import cohere_core.controller.phasing as cohere
+    except Exception as exc:
+        return None, (f"import cohere_core failed: {type(exc).__name__}: {exc} (pip install "
+                      "cohere-core: a benchmark peer, not a lensfree dependency)")
+    return cohere, None
+
+
+def _scaled_r_factor(rho: np.ndarray, amp: np.ndarray, valid: np.ndarray) -> float:
+    """``R_F`` of ``rho`` after the least-squares scale of ``|F rho|`` to ``A`` (the codes
+    normalise their objects differently)."""
+    mag = np.abs(np.fft.fftshift(np.fft.fftn(rho.astype(np.complex128))))[valid]
+    a = amp[valid].astype(np.float64)
+    scale = np.dot(mag, a) / np.dot(mag, mag)
+    return float(np.abs(scale * mag - a).sum() / a.sum())
+
+
+def peers_3d(repeats: int, n: int = 64, n_hio: int = 180, n_er: int = 20,
+             starts: tuple[int, ...] = (0, 1, 2)) -> dict:
+    """lensfree, PyNX (CPU) and cohere (numpy) on one 3D pattern: cohere's block
+    ``n_hio*HIO + n_er*ER`` (``"HIO:n_hio,ER:n_er"``) from the same random starts, with one
+    fixed support (no shrinkwrap: the codes update supports by different rules).
+
+    The crystal of :func:`volume_pattern` at ``n^3``, 1e9 photons, every voxel measured,
+    the support the crystal dilated by 2 voxels, beta 0.9. Times: median CPU seconds of
+    this process over ``repeats`` runs from the first start (each code on one thread:
+    OPENBLAS_NUM_THREADS=1, FFTs single-threaded), per iteration and against the two
+    FFTW complex64 transforms of lensfree's limit. ``R_F`` (after a least-squares scale:
+    the codes normalise differently) and the error against the truth (after alignment,
+    twin and phase) of each start, computed the same way for every code.
+
+    Conventions: PyNX wants the origin at [0, 0] and orthonormal FFTs (its start is shifted
+    and scaled by sqrt(N)); cohere takes the centred amplitude and propagates with
+    ``ifftn`` unnormalised, so its start is ``conj(rho0)`` and its result is conjugated
+    back.
+    """
+    truth, amp, valid = volume_pattern(n)
+    support = ndimage.binary_dilation(np.abs(truth) > 0.05, iterations=2)
+    schedule = f"HIO:{n_hio},ER:{n_er}"
+    iterations = n_hio + n_er
+    rho0s = [ghio.member_start(amp, valid, support, seed) for seed in starts]
+    shape = amp.shape
+    f = fft.get_fftn(shape).prepare()
+    x, y = fft.empty_aligned(shape), fft.empty_aligned(shape)
+    x[...] = 1
+
+    def two_ffts():
+        for _ in range(20):
+            f.forward(x, y)
+            f.inverse(y, y, normalise=False)
+
+    codes = {"lensfree": lambda rho0: phasing.run(amp, valid, rho0, support, schedule,
+                                                  phasing.PhasingParams(beta=0.9))[0]}
+    skipped = {}
+    cdi, why = import_pynx()
+    if cdi is None:
+        skipped["PyNX (CPU)"] = why
+    else:
+        shift, scale = np.fft.ifftshift, np.sqrt(amp.size)
+        iobs = shift(amp.astype(np.float32) ** 2)
+
+        def run_pynx(rho0):
+            c = cdi.CDI(iobs, support=shift(support).astype(np.int8), obj=shift(rho0) * scale)
+            c = cdi.ER() ** n_er * cdi.HIO(beta=0.9) ** n_hio * c
+            return np.fft.fftshift(c.get_obj()) / scale
+
+        codes["PyNX (CPU)"] = run_pynx
+    cohere, why = import_cohere()
+    if cohere is None:
+        skipped["cohere"] = why
+    else:
+        tmp = tempfile.mkdtemp(prefix="lensfree-cohere-")
+        data_file = os.path.join(tmp, "data.npy")
+        np.save(data_file, amp)
+        np.save(os.path.join(tmp, "support.npy"), support.astype(np.float32))
+
+        def run_cohere(rho0):
+            np.save(os.path.join(tmp, "image.npy"), np.conj(rho0).astype(np.complex64))
+            params = {"algorithm_sequence": f"{n_hio}*HIO+{n_er}*ER", "hio_beta": 0.9,
+                      "continue_dir": tmp}
+            with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+                rec = cohere.create_rec(params, data_file, "np", -1, debug=True)
+                rec.iterate()
+            return np.conj(np.asarray(rec.ds_image))
+
+        codes["cohere"] = run_cohere
+    out = {"shape": list(shape), "schedule": schedule, "support": "crystal dilated by 2 px, "
+           "fixed", "starts": list(starts), "codes": {}, "skipped": skipped}
+    t_fft = [_cpu_once(two_ffts) / 20]
+    for name, fn in codes.items():
+        rhos = [fn(rho0) for rho0 in rho0s]  # the first is also the warm-up
+        times = []
+        for _ in range(repeats):
+            times.append(_cpu_once(lambda fn=fn: fn(rho0s[0])))
+            t_fft.append(_cpu_once(two_ffts) / 20)
+        r_f = [_scaled_r_factor(rho, amp, valid) for rho in rhos]
+        err = [_truth_error(rho, truth) for rho in rhos]
+        out["codes"][name] = {
+            "seconds": statistics.median(times),
+            "ms_per_iteration": statistics.median(times) / iterations * 1e3,
+            "r_fourier": r_f, "error_vs_truth": err,
+            "r_fourier_median": statistics.median(r_f),
+            "error_vs_truth_median": statistics.median(err)}
+    out["two_ffts_ms"] = statistics.median(t_fft) * 1e3
+    for row in out["codes"].values():
+        row["ratio_to_two_ffts"] = row["ms_per_iteration"] / out["two_ffts_ms"]
+    if cohere is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def print_peers_3d_table(res: dict) -> None:
+    shape = "x".join(str(s) for s in res["shape"])
+    print(f"\n3D peers: {res['schedule']} at {shape}, support {res['support']}, one thread "
+          f"each; median CPU time from the first start; two FFTW complex64 transforms "
+          f"{res['two_ffts_ms']:.2f} ms; R_F (scaled) and error against the truth: each of "
+          f"{len(res['starts'])} starts")
+    print(f"{'code':>12s} {'s/run':>6s} {'ms/iter':>8s} {'/ 2 FFTs':>9s} {'R_F':>22s} "
+          f"{'err vs truth':>22s}")
+    for name, row in res["codes"].items():
+        r_f = " ".join(f"{v:.4f}" for v in row["r_fourier"])
+        err = " ".join(f"{v:.4f}" for v in row["error_vs_truth"])
+        print(f"{name:>12s} {row['seconds']:6.2f} {row['ms_per_iteration']:8.2f} "
+              f"{row['ratio_to_two_ffts']:9.2f} {r_f:>22s} {err:>22s}")
+    for name, why in res["skipped"].items():
+        print(f"{name:>12s} not run: {why}")
+
+
 def population_time(kind: str, workers: int, run: str, params: PhaseParams) -> float:
     if kind == "dask":
         with DaskBackend(workers, dashboard_address=":0", progress=False) as b:
@@ -268,24 +413,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--full", action="store_true", help="also the 100 x 10 x 200 run at 256^2")
-    ap.add_argument("--no-pynx", action="store_true", help="skip the PyNX comparison")
-    ap.add_argument("--only", choices=("iteration", "pynx"),
+    ap.add_argument("--no-pynx", action="store_true",
+                    help="skip the comparisons with PyNX and cohere")
+    ap.add_argument("--only", choices=("iteration", "pynx", "peers3d"),
                     help="run only this part (quick checks)")
     ap.add_argument("--sizes", type=int, nargs="+", default=(256, 512, 1024),
-                    help="pattern sizes of the iteration timings")
+                    help="2D pattern sizes of the iteration timings")
+    ap.add_argument("--volumes", type=int, nargs="*", default=(64, 128),
+                    help="3D volume sizes of the iteration timings")
+    ap.add_argument("--peers3d-size", type=int, default=64,
+                    help="volume size of the 3D side by side (PyNX, cohere)")
     ap.add_argument("--out", default="benchmarks/results/bench_phase.json")
     args = ap.parse_args()
     t_start = time.perf_counter()
     result = {"iteration": [], "population": {}, "load_average": os.getloadavg()}
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} cores)")
-    if args.only != "pynx":
+    if args.only in (None, "iteration"):
         for n in args.sizes:
             result["iteration"].append(iteration_vs_fft(n, args.repeats))
+        for n in args.volumes:
+            result["iteration"].append(iteration_vs_fft(n, args.repeats, ndim=3))
         print_iteration_table(result["iteration"])
     if args.only is None:
         population(args, result)
-    if not args.no_pynx and args.only != "iteration":
+    if not args.no_pynx and args.only in (None, "peers3d"):
+        result["peers_3d"] = peers_3d(args.repeats, args.peers3d_size)
+        print_peers_3d_table(result["peers_3d"])
+    if not args.no_pynx and args.only in (None, "pynx"):
         cdi, why = import_pynx()
         if cdi is None:
             result["pynx"] = f"not run: {why}"

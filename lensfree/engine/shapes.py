@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["OBJECTS", "blobs", "cell", "far_field", "letter", "make_object"]
+__all__ = ["OBJECTS", "blobs", "cell", "crystal", "far_field", "letter", "make_object"]
 
 
 def _grid(n: int, oversampling: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -93,6 +93,25 @@ def cell(n: int, oversampling: float = 3.0, phase_per_thickness: float = 1.2) ->
 
 
 OBJECTS = {"letter": letter, "blobs": blobs, "cell": cell}
+
+
+def crystal(n: int, oversampling: float = 2.3) -> np.ndarray:
+    """A 3D faceted crystal on an ``n^3`` grid: a box rotated about z, cut by octahedral
+    planes, about ``n / oversampling`` voxels across, with a smooth strain-like phase of
+    about +-1 rad (the phase of a Bragg reconstruction). No centre of symmetry in its
+    phase. complex64."""
+    if n < 8:
+        raise ValueError(f"object grid must be at least 8 voxels, got {n}")
+    z, y, x = (np.indices((n, n, n)) - n // 2).astype(np.float64)
+    c, s = np.cos(0.3), np.sin(0.3)
+    xr, yr = c * x - s * y, s * x + c * y
+    size = n / oversampling
+    half = size / 2
+    inside = (np.abs(xr) <= half) & (np.abs(yr) <= 0.8 * half) & (np.abs(z) <= 0.7 * half)
+    inside &= np.abs(xr) + np.abs(yr) + np.abs(z) <= 1.25 * half
+    phase = 0.8 * np.sin(2 * np.pi * (0.6 * xr + 0.3 * yr + 0.4 * z) / (2 * size))
+    phase += 0.5 * ((xr / half) ** 2 - (z / half) ** 2)
+    return (inside * np.exp(1j * phase)).astype(np.complex64)
 
 
 def make_object(name: str, n: int, oversampling: float = 3.0, **kwargs) -> np.ndarray:
