@@ -4,8 +4,10 @@ finished 3D ``ensemble/`` (``lensfree ingest FILE --bragg --out RUN.zarr``).
 The steps, in order (cohere's preprocessing, with the masks kept as unmeasured voxels
 rather than zeros, so that phasing lets the field float there):
 
-1. frames (n, h, w) from an NPZ or HDF5 file; dark and white fields of the frames' shape,
-   or of a larger detector with ``roi`` (the frames' top-left corner on it).
+1. frames (n, h, w) from an NPZ or HDF5 file, or a TIFF series (a directory or a glob of
+   frame files in name order, or one multi-page file, read with tifffile; its dark and
+   white fields and mask are TIFF files); dark and white fields of the frames' shape, or
+   of a larger detector with ``roi`` (the frames' top-left corner on it).
 2. The dark field is subtracted (clipped at 0); pixels whose dark is an outlier are hot.
 3. The white field: pixels at or below 0 or below ``mean - 3 sigma`` (seams, dead
    columns) are unmeasured; elsewhere the frames are divided by ``white / mean(white)``.
@@ -26,12 +28,17 @@ conversion to orthogonal laboratory coordinates (xrayutilities) can follow.
 
 from __future__ import annotations
 
+import glob
+import os
+import re
+
 import numpy as np
 from scipy import ndimage
 
 from lensfree.errors import LensfreeError
 
-__all__ = ["PHASE_MEANING", "fft_friendly", "ingest_bragg", "prepare_rocking_scan"]
+__all__ = ["PHASE_MEANING", "fft_friendly", "ingest_bragg", "prepare_rocking_scan",
+           "tiff_series"]
 
 PHASE_MEANING = ("the phase is the projection of the displacement field on the scattering "
                  "vector, phi = Q . u, in radians")
@@ -53,8 +60,77 @@ def fft_friendly(limit: int) -> int:
     raise LensfreeError(f"no FFT-friendly size at most {limit}")
 
 
+_TIFF = (".tif", ".tiff")
+
+
+def tiff_series(path: str) -> list[str] | None:
+    """The frame files of a TIFF series, in order, or None when ``path`` is no series: a
+    directory (its ``*.tif``/``*.tiff`` files), a glob pattern, or one (multi-page) TIFF
+    file. Names sort with their numbers read as numbers (``frame_9`` before ``frame_10``)."""
+    if os.path.isdir(path):
+        files = [os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(_TIFF)]
+        if not files:
+            raise LensfreeError(f"{path}: a directory without .tif or .tiff files")
+    elif glob.has_magic(path):
+        files = [f for f in glob.glob(path) if os.path.isfile(f)]
+        if not files:
+            raise LensfreeError(f"{path}: no file matches")
+    elif path.lower().endswith(_TIFF):
+        files = [path]
+    else:
+        return None
+    return sorted(files, key=lambda f: [int(t) if t.isdigit() else t
+                                        for t in re.split(r"(\d+)", os.path.basename(f))])
+
+
+def _read_tiff(path: str) -> np.ndarray:
+    import tifffile
+
+    try:
+        return np.asarray(tifffile.imread(path))
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise LensfreeError(f"{path}: cannot read as TIFF: {exc}") from None
+
+
+def _load_tiff(files: list[str], keys: dict, where: str) -> dict:
+    """Frames from a TIFF series (one frame a file, or the pages of one file) and the dark
+    and white fields and mask from the TIFF files their keys name (relative to the working
+    directory, else to the series' directory; those files are no frames)."""
+    if keys["frames"] != "frames":
+        raise LensfreeError(f"--frames-key {keys['frames']}: a TIFF series has no keys")
+    fields = {}
+    for role in ("dark", "white", "mask"):
+        name = keys[role]
+        if name is not None:
+            found = name if os.path.isfile(name) else os.path.join(where, name)
+            if not os.path.isfile(found):
+                raise LensfreeError(f"--{role}-key {name}: with a TIFF series, a TIFF file "
+                                    f"(none here or in {where})")
+            fields[role] = found
+    named = {os.path.realpath(f) for f in fields.values()}
+    files = [f for f in files if os.path.realpath(f) not in named]  # fields are no frames
+    if not files:
+        raise LensfreeError(f"{where}: no frame files besides the fields")
+    frames = [_read_tiff(f) for f in files]
+    if len(frames) == 1 and frames[0].ndim == 3:  # the pages of one file
+        out = {"frames": frames[0]}
+    else:
+        for f, frame in zip(files, frames):
+            if frame.shape != frames[0].shape or frame.ndim != 2:
+                raise LensfreeError(f"{f}: a frame of {frame.shape}; {files[0]} is "
+                                    f"{frames[0].shape} (every frame one 2D image)")
+        out = {"frames": np.stack(frames)}
+    out.update({role: _read_tiff(f) for role, f in fields.items()})
+    return out
+
+
 def _load(path: str, keys: dict) -> dict:
-    """The arrays named in ``keys`` (role -> key or None) from an NPZ or HDF5 file."""
+    """The arrays named in ``keys`` (role -> key or None) from an NPZ or HDF5 file, or a
+    TIFF series (:func:`tiff_series`)."""
+    files = tiff_series(path)
+    if files is not None:
+        where = path if os.path.isdir(path) else os.path.dirname(files[0])
+        return _load_tiff(files, keys, where)
     lower = path.lower()
     out = {}
     try:
@@ -76,7 +152,8 @@ def _load(path: str, keys: dict) -> dict:
                             raise LensfreeError(f"{path}: no dataset '{key}'")
                         out[role] = np.asarray(f[key][...])
         else:
-            raise LensfreeError(f"{path}: a rocking scan is read from .npz or HDF5 files")
+            raise LensfreeError(f"{path}: a rocking scan is read from .npz or HDF5 files, or "
+                                "a TIFF series (a directory, a glob or a .tif)")
     except OSError as exc:
         raise LensfreeError(f"{path}: cannot read: {exc}") from None
     return out

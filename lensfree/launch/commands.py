@@ -213,11 +213,13 @@ class IngestOptions:
     focus_distance: float | None = param(None, "near field: focus to sample in metres (a "
                                          "diverging beam; the geometry is Fresnel-scaled)",
                                          check=optional(positive), default_help="plane wave")
-    bragg: bool = param(False, "a Bragg CDI rocking scan (NPZ/HDF5 stack of frames): "
+    bragg: bool = param(False, "a Bragg CDI rocking scan (NPZ/HDF5 stack of frames, or a "
+                        "TIFF series: a directory, a glob or a multi-page .tif): "
                         "RUN.zarr/ensemble/ with a 3D amplitude", action="store_true")
     frames_key: str = param("frames", "--bragg: array of the frames (n, h, w)")
-    dark_key: str | None = param(None, "--bragg: dark field array", default_help="none")
-    white_key: str | None = param(None, "--bragg: white (flat) field array",
+    dark_key: str | None = param(None, "--bragg: dark field array (a TIFF file with a TIFF "
+                                 "series)", default_help="none")
+    white_key: str | None = param(None, "--bragg: white (flat) field array (a TIFF file)",
                                   default_help="none")
     roi: tuple[int, int] | None = param(None, "--bragg: the frames' top-left pixel on a "
                                         "larger detector's dark/white field", nargs=2,

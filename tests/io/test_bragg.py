@@ -94,6 +94,59 @@ def test_rocking_scan_to_a_centred_cube_with_the_bad_pixels_masked(tmp_path):
     assert ens2.attrs["masked"]["alien_voxels"] >= 8
 
 
+def test_a_tiff_series_ingests_as_its_npz(tmp_path):
+    """The same scan as one TIFF file a frame (a directory, and a glob), its dark and white
+    fields as TIFF files: the same ensemble as from the NPZ."""
+    import tifffile
+
+    path, _ = _scan(tmp_path)
+    arrays = np.load(path)
+    series = tmp_path / "series"
+    series.mkdir()
+    for i, frame in enumerate(arrays["frames"]):  # frame_9 sorts before frame_10
+        tifffile.imwrite(series / f"frame_{i}.tif", frame)
+    tifffile.imwrite(series / "dark.tiff", arrays["dark"].astype(np.float32))
+    tifffile.imwrite(tmp_path / "white.tif", arrays["white"].astype(np.float32))
+    ref = str(tmp_path / "ref.zarr")
+    # the NPZ's fields as float32, as the TIFF files hold them
+    np.savez(path, frames=arrays["frames"], dark=arrays["dark"].astype(np.float32),
+             white=arrays["white"].astype(np.float32))
+    assert _ingest(path, ref, "--size", "32") == 0
+    white = str(tmp_path / "white.tif")
+    for source in (str(series), str(series / "frame_*.tif")):
+        out = str(tmp_path / f"tiff{len(source)}.zarr")
+        assert main(["ingest", source, "--bragg", "--out", out, "--dark-key", "dark.tiff",
+                     "--white-key", white, "--size", "32", "--quiet"]) == 0
+        a, b = zarr.open_group(ref, mode="r")["ensemble"], zarr.open_group(out)["ensemble"]
+        assert b.attrs["n_frames"] == N and b.attrs["masked"] == a.attrs["masked"]
+        np.testing.assert_array_equal(b["amplitude"][...], a["amplitude"][...])
+        np.testing.assert_array_equal(b["valid"][...], a["valid"][...])
+
+
+def test_bad_tiff_series_are_one_line_errors(tmp_path, capsys):
+    import tifffile
+
+    def refused(source, *extra, needle):
+        assert main(["ingest", source, "--bragg", "--out", str(tmp_path / "bad.zarr"),
+                     "--quiet", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err
+
+    series = tmp_path / "series"
+    series.mkdir()
+    refused(str(series), needle="without .tif")
+    refused(str(tmp_path / "none_*.tif"), needle="no file matches")
+    for i in range(3):
+        tifffile.imwrite(series / f"f{i}.tif", np.ones((16, 16 + (i == 2)), np.uint16))
+    refused(str(series), needle="f2.tif")
+    (series / "f2.tif").unlink()
+    refused(str(series / "f0.tif"), needle="1 frame")
+    refused(str(series), "--dark-key", "dark.tif", needle="--dark-key dark.tif")
+    refused(str(series), "--frames-key", "data", needle="no keys")
+    (series / "f1.tif").write_bytes(b"not a tiff")
+    refused(str(series), needle="cannot read")
+
+
 def test_fft_friendly_sizes():
     assert [fft_friendly(n) for n in (198, 144, 129, 37)] == [192, 144, 128, 36]
 
