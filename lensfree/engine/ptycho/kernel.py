@@ -57,8 +57,8 @@ class PositionKernel:
 
     Per position: :meth:`shift_probe` when it has a sub-pixel rest, then :meth:`project`,
     after which :attr:`psi_new` holds ``psi'`` and :attr:`dpsi` holds ``psi' - psi``, then
-    (when refining) :meth:`position_step`. The arrays returned or left in the attributes
-    are the kernel's buffers: valid until the next call.
+    :meth:`object_gradient` and (when refining) :meth:`position_step`. The arrays returned
+    or left in the attributes are the kernel's buffers: valid until the next call.
     """
 
     def __init__(self, shape, dtype=np.complex64, propagator: Propagator | None = None):
@@ -69,8 +69,10 @@ class PositionKernel:
         buffer = fftlib.empty_aligned
         self.shifted, self.shifted_conj, self.dpsi, self.psi_new = (
             buffer((m, h, w), dtype) for _ in range(4))
-        self.ramp, self.work, self._factor = (buffer((h, w), dtype) for _ in range(3))
+        self.ramp, self.work, self.chi_p, self._factor = (buffer((h, w), dtype)
+                                                          for _ in range(4))
         self._model, self._diff = buffer((h, w), np.float32), buffer((h, w), np.float32)
+        self._power = buffer((h, w), np.float32)
 
     def shift_probe(self, spectrum: np.ndarray, ry: np.ndarray, rx: np.ndarray):
         """``(P_j, conj(P_j))``: the probe moved by a sub-pixel rest.
@@ -134,19 +136,38 @@ class PositionKernel:
         np.subtract(spec, psi, out=psi)
         return error
 
-    def position_step(self, probe: np.ndarray, gradients) -> tuple[float, float]:
-        """Gradient-form step ``(dy, dx)`` that best explains :attr:`dpsi` as a probe move
-        (Dwivedi et al. 2018): ``dr = Re sum conj(P dO/dr) dpsi / sum |P dO/dr|^2``.
+    def probe_power(self, probe: np.ndarray) -> np.ndarray:
+        """``sum_m |P_m|^2`` (h, w) float32, into a buffer."""
+        power, tmp = self._power, self._diff
+        np.abs(probe[0], out=power)
+        np.square(power, out=power)
+        for k in range(1, len(probe)):
+            np.abs(probe[k], out=tmp)
+            power += np.square(tmp, out=tmp)
+        return power
 
-        ``gradients``: ``(dO/dy, dO/dx)`` on the position's crop (h, w) each.
+    def object_gradient(self, probe_conj: np.ndarray) -> np.ndarray:
+        """``sum_m conj(P_m) (psi'_m - psi_m)`` into :attr:`chi_p` (after :meth:`project`):
+        the object's update direction at this position, and what :meth:`position_step`
+        correlates with the object's gradient."""
+        np.multiply(probe_conj[0], self.dpsi[0], out=self.chi_p)
+        for k in range(1, len(probe_conj)):
+            self.chi_p += np.multiply(probe_conj[k], self.dpsi[k], out=self.work)
+        return self.chi_p
+
+    def position_step(self, power: np.ndarray, gradients, gradient_powers
+                      ) -> tuple[float, float]:
+        """Gradient-form step ``(dy, dx)`` that best explains :attr:`dpsi` as a probe move
+        (Dwivedi et al. 2018): ``dr = Re sum conj(P dO/dr) dpsi / sum |P dO/dr|^2``, summed
+        over modes, which is ``Re sum conj(dO/dr) chi_p / sum |dO/dr|^2 sum_m |P_m|^2``
+        with ``chi_p`` from :meth:`object_gradient` (two dot products, no new array).
+
+        ``power``: ``sum_m |P_m|^2``; ``gradients``: ``(dO/dy, dO/dx)`` on the position's
+        crop (h, w) each, ``gradient_powers`` their ``|.|^2``.
         """
-        work = self.work
         out = []
-        for g in gradients:
-            num = den = 0.0
-            for k in range(len(probe)):
-                np.multiply(probe[k], g, out=work)
-                num += float(np.vdot(work, self.dpsi[k]).real)
-                den += float(np.vdot(work, work).real)
+        for g, g2 in zip(gradients, gradient_powers):
+            num = float(np.vdot(g, self.chi_p).real)
+            den = float(np.vdot(g2, power))
             out.append(num / max(den, 1e-30))
         return out[0], out[1]

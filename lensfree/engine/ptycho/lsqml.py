@@ -2,11 +2,11 @@
 
 Two passes over the blocks per iteration, each a fold of plain sums:
 
-1. :func:`block_update` (the parallel form's pass) gives ``sum conj(P_j) psi'_j``,
+1. :func:`block_update` (the parallel form's pass) gives ``sum conj(P_j) chi_j``,
    ``sum |P_j|^2``, ``sum conj(O_j) chi_j`` and ``sum |O_j|^2`` with the exit-wave residual
    ``chi_j = psi'_j - psi_j``; :func:`directions` turns them into the preconditioned
-   steepest directions ``dO = sum conj(P_j) chi_j / (sum |P_j|^2 + d)`` (since
-   ``conj(P) psi' = conj(P) chi + |P|^2 O``) and ``dP = sum conj(O_j) chi_j / (sum |O_j|^2 + d)``.
+   steepest directions ``dO = sum conj(P_j) chi_j / (sum |P_j|^2 + d)`` and
+   ``dP = sum conj(O_j) chi_j / (sum |O_j|^2 + d)``.
 2. :func:`step_block`: for every position the step lengths ``(a_O, a_P)`` minimising
    ``|| chi_j - a_O P_j dO_j - a_P dP O_j ||^2`` (the paper's 2x2 least squares, its
    eq. 23, with a little Tikhonov damping), and the sums ``sum a_O,j conj(P_j) chi_j`` and
@@ -41,7 +41,7 @@ MAX_STEP = 2.0
 class Sums:
     """The fold of pass 1 as :func:`directions` needs it (whole object and probe)."""
 
-    num: np.ndarray     # (oy, ox) sum conj(P) psi'
+    num: np.ndarray     # (oy, ox) sum conj(P) chi
     den: np.ndarray     # (oy, ox) sum |P|^2
     pnum: np.ndarray    # (M, h, w) sum conj(O) chi
     pden: np.ndarray    # (h, w) sum |O|^2
@@ -76,7 +76,7 @@ def directions(obj, probe, sums: Sums, *, update_probe: bool, regularisation: fl
     """``(dO (oy, ox), dP (M, h, w))`` complex64, the preconditioned directions (``dP`` is
     zero while the probe is held)."""
     reg = regularisation * sums.den.max()
-    dobj = ((sums.num - sums.den * obj) / (sums.den + reg)).astype(obj.dtype)
+    dobj = (sums.num / (sums.den + reg)).astype(obj.dtype)
     dprobe = np.zeros_like(probe)
     if update_probe:
         preg = regularisation * sums.pden.max()

@@ -1,9 +1,10 @@
 """The parallel form: blocks of positions return sums, the root folds them in block order.
 
-Every block returns ``sum conj(P) psi'`` and ``sum |P|^2`` over its own bounding box of
-the object (and ``sum conj(O) (psi' - psi)``, ``sum |O|^2`` for the probe),
-:func:`block_update`; the root sums the blocks in block order and sets ``O = num / den``
-(regularised) and ``P += pnum / pden``, :func:`apply_update`. This is the
+Every block returns ``sum conj(P) (psi' - psi)`` and ``sum |P|^2`` over its own bounding
+box of the object (and ``sum conj(O) (psi' - psi)``, ``sum |O|^2`` for the probe),
+:func:`block_update`; the root sums the blocks in block order and sets
+``O += num / den`` (regularised; the same as ``O = sum conj(P) psi' / sum |P|^2``) and
+``P += pnum / pden``, :func:`apply_update`. This is the
 alternating-projection / least-squares step that ptypy distributes over MPI.
 """
 
@@ -23,7 +24,7 @@ class BlockResult:
     """One block's contribution: sums over its positions, in its object bounding box."""
 
     start: tuple[int, int]      # bounding box corner in the object array
-    obj_num: np.ndarray         # (by, bx) complex64: sum conj(P) psi'
+    obj_num: np.ndarray         # (by, bx) complex64: sum conj(P) (psi' - psi)
     obj_den: np.ndarray         # (by, bx) float32: sum |P|^2
     probe_num: np.ndarray       # (M, h, w) complex64: sum conj(O_j) (psi' - psi)
     probe_den: np.ndarray       # (h, w) float32: sum |O_j|^2
@@ -47,7 +48,7 @@ def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
 
     Position by position through the shared :class:`PositionKernel` (``psi = P_j O_j``
     with ``P_j`` the probe moved by the sub-pixel rest, ``psi' = F^-1[A F psi / |F psi|]``),
-    then ``conj(P_j) psi'`` and ``|P_j|^2`` into the block's object box, and
+    then ``conj(P_j) (psi' - psi)`` and ``|P_j|^2`` into the block's object box, and
     ``conj(O_j) (psi' - psi)`` and ``|O_j|^2`` into the probe sums. The probe increment is
     placed at the whole-pixel crop: moving it back by the rest as well would cost another
     FFT per position, and the increment vanishes at the fixed point either way, so only
@@ -66,9 +67,10 @@ def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
     box_conj = np.conj(box)
     box_power = np.square(np.abs(box))
     grads = np.gradient(box) if refine else ()
+    grad_powers = [np.square(np.abs(g)) for g in grads]
     shifted = is_shifted(fractions)
     kernel = PositionKernel(probe.shape, dtype, propagator)
-    work = kernel.work
+    work, chi_p = kernel.work, kernel.chi_p
     if shifted.any():
         spectrum = probe_spectrum(probe)
         ry, rx = ramp_factors(fractions, (h, w))
@@ -80,28 +82,25 @@ def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
     errors = np.empty(len(crops))
     steps = np.empty((len(crops), 2)) if refine else None
     for i, (y, x) in enumerate(rel):
-        probe_j, cprobe = probe, probe_conj
+        probe_j, cprobe, power = probe, probe_conj, probe_power
         if shifted[i]:
             probe_j, cprobe = kernel.shift_probe(spectrum, ry[i], rx[i])
+            power = kernel.probe_power(probe_j)
         errors[i] = kernel.project(probe_j, box[y:y + h, x:x + w], amp[i], amp_scaled[i],
                                    None if invalid is None else invalid[i],
                                    shifted=bool(shifted[i]))
-        # object sums, in the block's box
-        num = obj_num[y:y + h, x:x + w]
-        den = obj_den[y:y + h, x:x + w]
-        for k in range(m):
-            num += np.multiply(cprobe[k], kernel.psi_new[k], out=work)
-            if shifted[i]:
-                den += np.multiply(cprobe[k], probe_j[k], out=work).real
-        if not shifted[i]:
-            den += probe_power
+        # object sums, in the block's box: sum_m conj(P_m) chi_m and sum_m |P_m|^2
+        kernel.object_gradient(cprobe)
+        obj_num[y:y + h, x:x + w] += chi_p
+        obj_den[y:y + h, x:x + w] += power
         # probe sums: conj(O_j) (psi' - psi)
         cpatch = box_conj[y:y + h, x:x + w]
         for k in range(m):
             probe_num[k] += np.multiply(cpatch, kernel.dpsi[k], out=work)
         probe_den += box_power[y:y + h, x:x + w]
         if refine:
-            steps[i] = kernel.position_step(probe_j, [g[y:y + h, x:x + w] for g in grads])
+            steps[i] = kernel.position_step(power, [g[y:y + h, x:x + w] for g in grads],
+                                            [g[y:y + h, x:x + w] for g in grad_powers])
     return BlockResult(start=(int(lo[0]), int(lo[1])), obj_num=obj_num, obj_den=obj_den,
                        probe_num=probe_num, probe_den=probe_den, error=errors, steps=steps)
 
@@ -110,7 +109,9 @@ def apply_update(obj: np.ndarray, probe: np.ndarray, results, *, update_probe: b
                  regularisation: float = 1e-3):
     """New ``(object, probe)`` from block results folded in the order given.
 
-    ``O = (sum num + r O_old) / (sum den + r)`` with ``r = regularisation * max(den)``;
+    ``O = O_old + sum num / (sum den + r)`` with ``r = regularisation * max(den)`` (the
+    blocks' ``num`` are ``sum conj(P_j) (psi' - psi)``: this is
+    ``(sum conj(P_j) psi' + r O_old) / (sum den + r)``);
     ``P = P_old + sum pnum / (sum pden + r_P)`` (the blocks' ``pnum`` are increments,
     ``sum conj(O_j) (psi' - psi)``; with whole-pixel positions this is the same as
     ``(sum conj(O_j) psi' + r_P P_old) / (sum pden + r_P)``).
@@ -126,7 +127,7 @@ def apply_update(obj: np.ndarray, probe: np.ndarray, results, *, update_probe: b
         pnum += r.probe_num
         pden += r.probe_den
     reg = regularisation * den.max()
-    new_obj = ((num + reg * obj) / (den + reg)).astype(obj.dtype)
+    new_obj = (obj + num / (den + reg)).astype(obj.dtype)
     new_probe = probe
     if update_probe:
         preg = regularisation * pden.max()

@@ -56,14 +56,16 @@ def pie_iteration(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
                                    None if invalid is None else invalid[j],
                                    shifted=bool(shifted[j]))
         dpsi = kernel.dpsi
+        chi_p = kernel.object_gradient(np.conj(probe_j))
+        power = kernel.probe_power(probe_j)
         if refine:
-            steps[j] = kernel.position_step(probe_j, np.gradient(patch))
-        power = np.sum(np.abs(probe_j) ** 2, axis=0)
+            grads = np.gradient(patch)
+            steps[j] = kernel.position_step(power, grads, [np.abs(g) ** 2 for g in grads])
         if engine == "rpie":
             den = (1 - alpha) * power + alpha * power.max()
-            step = np.sum(np.conj(probe_j) * dpsi, axis=0) / den
+            step = chi_p / den
         else:
-            step = alpha * np.sum(np.conj(probe_j) * dpsi, axis=0) / power.max()
+            step = alpha * chi_p / power.max()
         old = patch.copy()
         patch += step.astype(obj.dtype)
         if update_probe:
