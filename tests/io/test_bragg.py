@@ -166,6 +166,10 @@ def test_bad_scans_are_one_line_errors(tmp_path, capsys):
     refused(scan("one", frames=frames[:1]), needle="1 frame")
     refused(good, "--size", "64", needle="--size 64")
     refused(scan("dark", dark=np.zeros((128, 128))), needle="--roi")
+    refused(scan("white", white=np.ones((H, W + 1))), needle="white field")
+    refused(scan("white3d", white=np.ones((2, H, W))), needle="white field")
+    refused(scan("roi", dark=np.zeros((128, 128))), "--roi", "100", "0", needle="do not fit")
+    refused(scan("mask", mask=np.zeros((H + 1, W))), "--mask-key", "mask", needle="mask")
     refused(scan("nan", frames=np.where(frames > 1000, np.nan, frames)), needle="NaN")
     refused(good, "--frames-key", "nope", needle="nope")
     assert main(["ingest", good, "--out", str(tmp_path / "x.zarr"), "--size", "32"]) == 2
