@@ -134,6 +134,16 @@ def fourier_shift(img: np.ndarray, shift: tuple[float, ...]) -> np.ndarray:
     return np.fft.ifftn(spectrum).astype(dtype, copy=False)
 
 
+def _shift_spectrum(spectrum: np.ndarray, shift: tuple[float, ...]) -> np.ndarray:
+    """``spectrum exp(-2 pi i q . shift)`` (``ndimage.fourier_shift`` of a full complex
+    spectrum), one phase ramp per axis, in the spectrum's precision."""
+    out = spectrum.copy()
+    for axis, (n, d) in enumerate(zip(spectrum.shape, shift)):
+        ramp = np.exp(-2j * np.pi * d * np.fft.fftfreq(n)).astype(spectrum.dtype)
+        out *= ramp.reshape([-1 if a == axis else 1 for a in range(spectrum.ndim)])
+    return out
+
+
 def centre_inversion(img: np.ndarray) -> np.ndarray:
     """``g(-r)`` with the origin at ``(h // 2, w // 2)``: ``out[i, j] = img[2c_y - i, 2c_x - j]``;
     for a volume the point inversion through ``(d // 2, h // 2, w // 2)``.
@@ -200,7 +210,7 @@ def align(img: np.ndarray, ref: np.ndarray, upsample: int = 20) -> tuple[np.ndar
     is_twin = fits[1][1] > fits[0][1]  # the larger correlation peak wins
     shift = tuple(float(s) for s in fits[is_twin][0])
     chosen = twin_spectrum if is_twin else spectrum
-    moved = f.inverse(ndimage.fourier_shift(chosen, shift).astype(dtype, copy=False))
+    moved = f.inverse(_shift_spectrum(chosen, shift))
     overlap, corr = _correlation(moved, ref)
     phase = float(np.angle(overlap))
     moved *= np.exp(-1j * phase).astype(moved.dtype)
