@@ -2,18 +2,48 @@
 
 The object is not an array but an untrained coordinate network: a SIREN (sinusoidal
 activations; Sitzmann et al. 2020) maps the pixel coordinates ``(y, x)`` in ``[-1, 1]`` to
-the real and imaginary parts of the exit wave. The rendered object is multiplied by the
-*anchoring window*, transformed to the far field by the same unnormalised DFT the
-iterative engine uses, and the network's weights are fitted with Adam to the measured
-``amplitude`` on the ``valid`` pixels, with a Poisson log-likelihood of the counts
-``A^2`` (default) or the mean absolute error of the amplitudes. There is no support: the
-*progressive anchoring* window (a centred disk, soft-edged over ``ANCHOR_EDGE`` pixels)
-starts at ``anchor_start`` of the half-width and widens linearly to ``anchor_end`` of it
-over the first ``anchor_growth`` of the epochs. Starting small pins the object to the
-centre (the translation ambiguity) and grows it from there. ``anchor_end`` 0.5 is the
-paper's "outer boundary, half the size in each dimension": the disk any object that the
-sampling condition allows fits in, the same for every object (no support is estimated);
-1.42 or more lets the disk grow past the corners, the whole field.
+the exit wave. The rendered object is multiplied by the *anchoring window*, transformed to
+the far field by the same unnormalised DFT the iterative engine uses, and the network's
+weights are fitted with Adam to the measured ``amplitude`` on the ``valid`` pixels, with a
+Poisson log-likelihood of the counts ``A^2`` (default) or the mean absolute error of the
+amplitudes. There is no support: the *progressive anchoring* window (a centred disk,
+soft-edged over ``ANCHOR_EDGE`` pixels) starts at ``anchor_start`` of the half-width and
+widens linearly to ``anchor_end`` of it over the first ``anchor_growth`` of the epochs.
+Starting small pins the object to the centre (the translation ambiguity) and grows it from
+there. ``anchor_end`` 0.5 is the paper's "outer boundary, half the size in each
+dimension": the disk any object that the sampling condition allows fits in, the same for
+every object (no support is estimated); 1.42 or more lets the disk grow past the corners.
+
+Why the field alone is not the answer, and the finishing refinement. On our 64^2 objects
+(oversampling 3, a missing centre of 3 px) the field fits the data to R_F 0.05-0.07 but
+stagnates: the object it renders fills the whole anchoring disk (the window's edge is an
+easy source of the high frequencies the data ask for), and its error against the truth
+after alignment and twin is 0.7-0.9, while the truth itself fits to R_F 0.003. The data
+are not ambiguous in the disk (HIO + ER with the true support recovers every object from
+random starts), but they are with any support as loose as the disk (HIO from the true
+support dilated by 3 px fails on most starts). What is missing is a *tight* support, and
+the object can give one itself. So each member ends with ``refine_cycles`` cycles of HIO
+(``REFINE_HIO`` iterations, feedback ``REFINE_BETA``) then ER (``REFINE_ER``) on the
+rendered grid, with the support renewed after every cycle from the member's own object:
+:func:`energy_support`, the smallest set of pixels of ``|rho|`` blurred by a Gaussian
+that holds ``refine_energy`` (0.99) of its energy, the blur narrowing from
+``REFINE_SIGMA[0]`` to ``[1]`` px (capture: the spread field is pulled into a compact
+object), then ``POLISH_CYCLES`` cycles with a fixed ``POLISH_SIGMA`` blur and a looser
+``POLISH_ENERGY`` (polish: the capture support cuts the faint tails of smooth objects and
+biases them, by 0.1-0.2 on blobs), then ``REFINE_FINAL_ER`` ER iterations. An energy
+fraction rather than a fraction of the maximum: a threshold on the peak cuts a faint
+part of an object with one bright spot (blobs) and leaves speckle of a flat one, while
+the energy held does not depend on how the magnitude is spread. No support is given by
+the user or estimated from the data: the support is what the member itself renders.
+The refinement runs in torch on the member's device, so members stay deterministic.
+Measured (``benchmarks/bench_cdip.py`` and three field starts per object): the
+refinement turns the field's 0.7-0.9 into 0.02-0.13 on the letter, blobs, a smooth blob
+and a projected sphere; the cell stops at 0.22 on most members (a local minimum at R_F
+0.018, against 0.005 for the members that reach 0.02), which the population's selection
+by R_F resolves when one member lands. Started from a random object in the anchoring
+disk instead of the field, the same refinement does about as well on these objects
+(12 of 15 starts either way); from the field's magnitude with random phases it does
+worse on the sphere (0.87 against 0.10): the field's phases carry information.
 
 The network outputs magnitude (through a softplus, so it is >= 0) and phase
 (``output="polar"``, as the paper's field gives amplitude and phase), or real and
@@ -94,8 +124,9 @@ class CdipParams:
     refine_energy: float = param(0.99, "cdip: the finishing support is the smallest set of "
                                  "the blurred object holding this fraction of its energy",
                                  check=within(0, 1, closed="hi"))
-    object_threshold: float = param(0.1, "cdip: phasing/supports is |rho| above this "
-                                    "fraction of its maximum", check=within(0, 1))
+    object_threshold: float = param(0.1, "cdip: without refinement, phasing/supports is "
+                                    "|rho| above this fraction of its maximum",
+                                    check=within(0, 1))
     device: str = param("cpu", "cdip: torch device; auto takes a GPU when torch sees one",
                         check=one_of(*DEVICES))
 
@@ -105,8 +136,10 @@ class CdipParams:
 
 @dataclass(frozen=True)
 class CdipResult:
-    """One member: the object (amplitude's scale), |rho| above the threshold, R_F of every
-    epoch (of the windowed object the epoch fitted), the final R_F and the seconds."""
+    """One member: the object (amplitude's scale), its support (the refinement's final one;
+    without refinement |rho| above ``object_threshold``), R_F of every epoch of the field
+    (of the windowed object the epoch fitted), the final R_F (after the refinement) and
+    the seconds."""
 
     rho: np.ndarray
     support: np.ndarray

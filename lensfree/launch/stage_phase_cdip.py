@@ -5,11 +5,13 @@ guide's), so the population is one generation (``PhaseParams.generations`` is 1 
 engine) of ``population`` members, each one task fitted from its own seed
 ``ghio.member_seed(seed, 0, m)``. The group keeps the GHIO layout that ``gather``,
 ``report`` and resuming read:
-- ``objects`` (M, h, w) complex64 and ``supports`` (M, h, w) bool (``|rho|`` above
-  ``object_threshold`` of its maximum: what the member rendered, not a constraint);
-- ``r_fourier`` (1, M, epochs): R_F of every epoch; ``member_errors`` (1, M), NaN until
-  the member's worker has written its object, then its final R_F (``fourier_r_factor``,
-  as for GHIO): the completion marker, written last; ``errors`` (1, M) by the root.
+- ``objects`` (M, h, w) complex64 and ``supports`` (M, h, w) bool (the support the
+  member's finishing refinement took from its own object, not a constraint given to it;
+  with ``refine_cycles`` 0, ``|rho|`` above ``object_threshold`` of its maximum);
+- ``r_fourier`` (1, M, epochs): R_F of every epoch of the field; ``member_errors`` (1, M),
+  NaN until the member's worker has written its object, then its final R_F after the
+  refinement (``fourier_r_factor``, as for GHIO): the completion marker, written last;
+  ``errors`` (1, M) by the root.
 A rerun skips finished members; an unfinished one retrains from its seed, and since a
 member is deterministic (one torch thread, deterministic kernels) it gives the same object.
 """
@@ -40,7 +42,9 @@ def require(params) -> None:
 
 
 def schedule_text(p) -> str:
-    return f"CDIP {p.epochs} epochs, {p.loss} loss, {p.field} SIREN {p.layers}x{p.hidden}"
+    refine = f", refined {p.refine_cycles} cycles" if p.refine_cycles else ""
+    return (f"CDIP {p.epochs} epochs, {p.loss} loss, {p.field} SIREN {p.layers}x{p.hidden}"
+            f"{refine}")
 
 
 def begin(group, params, shape) -> None:
