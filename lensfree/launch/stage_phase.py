@@ -237,13 +237,15 @@ class PhaseStage(Stage):
         runstore.create_array(group, "objects", shape=(m, *shape), chunks=(1, *shape),
                            dtype=np.complex64)
         runstore.create_array(group, "supports", shape=(m, *shape), chunks=(1, *shape), dtype=bool)
-        for name in ("member_errors", "errors"):
-            runstore.create_array(group, name, shape=(g, m),
-                                  chunks=(1, 1) if name == "member_errors" else (g, m),
-                                  dtype=np.float64, fill_value=np.nan)
+        # the arrays every member writes a small chunk of are not compressed: a write
+        # costs a member less CPU (zarr's codecs), and the chunks are bytes
+        runstore.create_array(group, "member_errors", shape=(g, m), chunks=(1, 1),
+                              dtype=np.float64, fill_value=np.nan, compressors=None)
+        runstore.create_array(group, "errors", shape=(g, m), chunks=(g, m), dtype=np.float64,
+                              fill_value=np.nan)
         for name in ("r_fourier", "e_support"):
             runstore.create_array(group, name, shape=(g, m, n), chunks=(1, 1, n), dtype=np.float32,
-                               fill_value=np.nan)
+                                  fill_value=np.nan, compressors=None)
         group.attrs.update({"schedule": p.schedule, "seed": p.seed,
                             "generations_complete": 0, "best": []})
 
