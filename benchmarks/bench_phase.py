@@ -1,22 +1,28 @@
-"""Stage 2 speed: one HIO iteration against its FFT limit, population throughput, PyNX.
+"""Stage 2 speed: one HIO iteration against its FFT limit, population throughput, peers.
 
-1. Time per HIO iteration at 256^2, 512^2 and 1024^2 next to the time of the two FFTW
-   transforms every iteration must do (the limit of an FFT-bound iteration), with the
-   errors recorded every iteration (``error_every=1``, the default) and every 10th.
-   CPU time of this (single-threaded) process rather than wall time, and the fastest of
-   several rounds (medians too), so that other processes on the machine disturb it as
-   little as possible.
+1. Time per HIO iteration at 256^2, 512^2 and 1024^2 (a letter) and 64^3 and 128^3 (a
+   faceted crystal) next to the time of the two FFTW transforms every iteration must do
+   (the limit of an FFT-bound iteration), with the errors recorded every iteration
+   (``error_every=1``) and every 10th (the default). CPU time of this (single-threaded)
+   process rather than wall time, and the fastest of several rounds (medians too), so
+   that other processes on the machine disturb it as little as possible.
 2. Population throughput (member-iterations per second) of ``lensfree phase`` on dask and
    mpi with 1 and 2 workers.
 3. With ``--full``: a 100-member, 10-generation, 200-iteration population at 256^2 end to
    end on 2 dask workers.
-4. PyNX's CPU CDI side by side with ``phasing.run`` (same pattern, support, start and
-   HIO+ER iterations): time, final R_F and error against the truth, when ``pynx.cdi``
-   imports (``bash benchmarks/peers/install_pynx.sh`` unpacks it; see that script).
+4. 3D peers: lensfree, PyNX's CPU CDI and cohere (``cohere_core``, numpy) on one 64^3
+   pattern, cohere's ``180*HIO+20*ER`` block from the same starts with a fixed support:
+   time per iteration against the FFT limit, R_F and error against the truth. PyNX runs
+   when ``pynx.cdi`` imports (``bash benchmarks/peers/install_pynx.sh`` unpacks it; see
+   that script), cohere when ``cohere_core`` does (``pip install cohere-core``: a
+   benchmark peer, not a lensfree dependency).
+5. PyNX side by side with ``phasing.run`` in 2D (same pattern, support, start and HIO+ER
+   iterations): time, final R_F and error against the truth.
 Medians of several runs; prints tables and writes JSON. Runs with one BLAS thread.
 
     python benchmarks/bench_phase.py [--repeats 5] [--full] [--no-pynx] [--out results.json]
-    python benchmarks/bench_phase.py --only iteration --sizes 256   # a quick check
+    python benchmarks/bench_phase.py --only iteration --sizes 256 --volumes 64   # quick
+    python benchmarks/bench_phase.py --only peers3d --repeats 3
 """
 
 from __future__ import annotations
