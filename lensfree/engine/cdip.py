@@ -92,6 +92,8 @@ REFINE_HIO, REFINE_ER, REFINE_FINAL_ER = 80, 20, 100  # iterations per cycle, an
 REFINE_BETA = 0.9  # HIO feedback
 REFINE_SIGMA = (3.0, 1.5)  # px: blur of the support update, first and last capture cycle
 POLISH_CYCLES, POLISH_SIGMA, POLISH_ENERGY = 10, 2.0, 0.995  # the looser polishing support
+KICK_CYCLES, KICK_SHIFT = 5, 2  # cycles on a support cut by KICK_SHIFT px on one side
+KICKS = (None, (KICK_SHIFT, 0), (-KICK_SHIFT, 0), (0, KICK_SHIFT), (0, -KICK_SHIFT))
 EXTRA = "pip install 'lensfree[cdip]'"
 
 
@@ -240,9 +242,11 @@ def _refine(torch, rho, target, mask, params: CdipParams):
 
     Capture: ``refine_cycles`` cycles of HIO then ER, each followed by a new support, the
     :func:`energy_support` (``refine_energy``) of the object itself, its blur narrowing
-    from ``REFINE_SIGMA[0]`` to ``[1]`` px. Polish: ``POLISH_CYCLES`` more with a fixed
-    ``POLISH_SIGMA`` blur and ``POLISH_ENERGY``. Then ER. Returns the object and its
-    support (numpy bool)."""
+    from ``REFINE_SIGMA[0]`` to ``[1]`` px. Then one polish per entry of ``KICKS``: for a
+    shift, ``KICK_CYCLES`` cycles on the captured support less a ``KICK_SHIFT`` px sliver
+    on one side (an asymmetric support, against twin stagnation), then ``POLISH_CYCLES``
+    with a fixed ``POLISH_SIGMA`` blur and ``POLISH_ENERGY``, then ER. The polish of
+    lowest R_F is kept. Returns the object and its support (numpy bool)."""
     def modulus(x):
         f = torch.fft.fft2(x)
         scaled = f * (target / torch.clamp(torch.abs(f), min=1e-12))
@@ -253,23 +257,39 @@ def _refine(torch, rho, target, mask, params: CdipParams):
         return torch.as_tensor(s, device=x.device)
 
     zero = torch.zeros((), dtype=rho.dtype, device=rho.device)
+
+    def cycle(x, support):
+        for _ in range(REFINE_HIO):
+            p = modulus(x)
+            x = torch.where(support, p, x - REFINE_BETA * p)
+        for _ in range(REFINE_ER):
+            x = torch.where(support, modulus(x), zero)
+        return x
+
     n = params.refine_cycles
     sig0, sig1 = REFINE_SIGMA
-    plan = [(sig0 + (sig1 - sig0) * c / max(1, n - 1), params.refine_energy) for c in range(n)]
-    plan += [(POLISH_SIGMA, POLISH_ENERGY)] * POLISH_CYCLES
     support = support_of(rho, sig0, params.refine_energy)
-    for cycle, (sigma, energy) in enumerate(plan):
-        if cycle == n:  # the polishing support, from the captured object
-            support = support_of(rho, sigma, energy)
-        for _ in range(REFINE_HIO):
-            p = modulus(rho)
-            rho = torch.where(support, p, rho - REFINE_BETA * p)
-        for _ in range(REFINE_ER):
-            rho = torch.where(support, modulus(rho), zero)
-        support = support_of(rho, sigma, energy)
-    for _ in range(REFINE_FINAL_ER):
-        rho = torch.where(support, modulus(rho), zero)
-    return rho, support.cpu().numpy()
+    for c in range(n):
+        rho = cycle(rho, support)
+        support = support_of(rho, sig0 + (sig1 - sig0) * c / max(1, n - 1),
+                             params.refine_energy)
+    best = None
+    for shift in KICKS:
+        x = rho
+        if shift is not None:
+            cut = support & torch.roll(support, shift, dims=(0, 1))
+            for _ in range(KICK_CYCLES):
+                x = cycle(x, cut)
+        polish = support_of(x, POLISH_SIGMA, POLISH_ENERGY)
+        for _ in range(POLISH_CYCLES):
+            x = cycle(x, polish)
+            polish = support_of(x, POLISH_SIGMA, POLISH_ENERGY)
+        for _ in range(REFINE_FINAL_ER):
+            x = torch.where(polish, modulus(x), zero)
+        r_f = float(torch.abs(torch.abs(torch.fft.fft2(x))[mask] - target[mask]).sum())
+        if best is None or r_f < best[0]:
+            best = (r_f, x, polish)
+    return best[1], best[2].cpu().numpy()
 
 
 def run_member(amplitude: np.ndarray, valid: np.ndarray, params: CdipParams,
