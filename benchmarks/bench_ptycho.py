@@ -22,8 +22,14 @@ ptylab``; ``pip install --no-deps ptychi`` plus pydantic: not lensfree dependenc
 time per iteration, final object error and position error.
 
     python benchmarks/bench_ptycho.py [--positions 1000] [--iterations 5] [--out results.json]
-    python benchmarks/bench_ptycho.py --backends local:1 --peer-positions 289 --peer-size 64 \
-        --peer-iterations 50      # the issue's Pty-chi comparison
+    python benchmarks/bench_ptycho.py --backends "" --peer-positions 289 --peer-size 64 \
+        --peer-iterations 50      # the issue's Pty-chi comparison only
+    python benchmarks/bench_ptycho.py --positions 10000 --iterations 3 \
+        --backends local:1,mpi:1,mpi:2,mpi:4 --peer-iterations 0   # the scale case
+
+The timing rows also give the root process's peak memory and, beside it, the frames'
+amplitudes that process keeps itself (all of them on local, its share on MPI): the rest
+is bounded, whatever the number of positions (one object-sized partial sum).
 
 The machine is shared: medians of the iterations, and the spread is printed; a run next to
 other jobs can be off by tens of percent.
@@ -88,8 +94,9 @@ def _mpiexec() -> str | None:
 
 
 def iteration_time(frames: str, tmp: str, case: str, backend: str, workers: int,
-                   iterations: int) -> float:
-    """Median seconds per iteration of a run of ``iterations`` (after a warm-up run)."""
+                   iterations: int) -> tuple[float, float]:
+    """Median seconds per iteration of a run of ``iterations`` (after a warm-up run), and
+    the root's peak memory (MB)."""
     tag = f"{case}-{backend}-{workers}"
     if backend == "mpi":
         mpiexec = _mpiexec()
@@ -102,12 +109,13 @@ def iteration_time(frames: str, tmp: str, case: str, backend: str, workers: int,
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if proc.returncode:
             raise RuntimeError(proc.stderr.strip().splitlines()[-1])
-        return zarr.open_group(out, mode="r")["ptycho"].attrs["seconds_per_iteration"]
+        attrs = zarr.open_group(out, mode="r")["ptycho"].attrs
+        return attrs["seconds_per_iteration"], attrs["root_max_rss_mb"]
     with make_backend(backend, workers=workers, progress=False, dashboard_address=":0") as be:
         run_ptycho(be, frames, os.path.join(tmp, f"warm-{tag}.zarr"), _engine(case, 2))
         attrs = run_ptycho(be, frames, os.path.join(tmp, f"run-{tag}.zarr"),
                            _engine(case, iterations))
-        return attrs["seconds_per_iteration"]
+        return attrs["seconds_per_iteration"], attrs["root_max_rss_mb"]
 
 
 def _ptylab_run(frames: str, tmp: str, iterations: int) -> dict:
@@ -323,13 +331,13 @@ def main() -> None:
     args = ap.parse_args()
     n, size = args.positions, 128
     per_k = 1000 / n
-    configs = [(b, int(w)) for b, w in (c.split(":") for c in args.backends.split(","))]
+    configs = [(b, int(w)) for b, w in (c.split(":") for c in args.backends.split(",") if c)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         limit = two_ffts_per_position(n, size) * per_k
         rows.append({"what": "two FFTs per position (limit)", "workers": 1,
                      "seconds_per_iteration_per_1000": limit})
-        for case in ("refine", "fixed"):
+        for case in ("refine", "fixed") if configs else ():
             frames = os.path.join(tmp, f"scan-{case}.zarr")
             simulate_ptycho(frames, sp.PtychoSimParams(
                 n_positions=n, frame_size=size, position_error=1.0 if case == "refine" else 0,
@@ -337,12 +345,17 @@ def main() -> None:
             for backend, workers in configs:
                 what = f"parallel engine, {case}, {backend}"
                 try:
-                    t = iteration_time(frames, tmp, case, backend, workers, args.iterations)
+                    t, rss = iteration_time(frames, tmp, case, backend, workers,
+                                            args.iterations)
                 except Exception as exc:  # say why, keep the rest of the table
                     rows.append({"what": what, "workers": workers, "error": str(exc)})
                     continue
                 rows.append({"what": what, "workers": workers,
-                             "seconds_per_iteration_per_1000": t * per_k})
+                             "seconds_per_iteration_per_1000": t * per_k,
+                             "root_max_rss_mb": rss,
+                             # the frames' amplitudes the root process keeps itself
+                             "root_amplitudes_mb": n * size * size * 4 / 2**20
+                             * {"local": 1, "mpi": 1 / workers}.get(backend, 0)})
         peer = None
         if args.peer_iterations:
             peer = side_by_side(tmp, args.peer_positions, args.peer_size, args.peer_iterations,
@@ -359,7 +372,7 @@ def main() -> None:
 
 def _print(rows, limit) -> None:
     print(f"{'what':40s} {'workers':>7s} {'s/iter/1000 pos':>16s} {'x limit':>8s} "
-          f"{'vs ptypy':>8s} {'speed-up':>8s}")
+          f"{'vs ptypy':>8s} {'speed-up':>8s} {'root MB':>8s} {'its frames':>10s}")
     one = {}
     for r in rows:
         if "error" in r:
@@ -370,7 +383,8 @@ def _print(rows, limit) -> None:
             one[r["what"]] = t
         speedup = one.get(r["what"], np.nan) / t
         print(f"{r['what']:40s} {r['workers']:7d} {t:16.3f} {t / limit:8.1f} "
-              f"{PTYPY_MS / t:7.1f}x {speedup:7.2f}x")
+              f"{PTYPY_MS / t:7.1f}x {speedup:7.2f}x {r.get('root_max_rss_mb', np.nan):8.0f} "
+              f"{r.get('root_amplitudes_mb', np.nan):10.0f}")
     print(f"(s per iteration per 1000 positions = ms per frame-iteration; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 

@@ -210,13 +210,17 @@ class PtychoStage(Stage):
         if not ctx.is_root:
             return None
         moves = np.sqrt(np.sum((positions - initial) ** 2, axis=1))
+        import resource  # the root's peak memory: bounded, whatever the number of positions
+
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out = {"final_error": float(errors[-1]), "n_blocks": len(inp.blocks),
                "batches": n_batches,
                # wall time of one iteration on this run's back end (median over those run
                # by this invocation; the first also reads the frames and plans the FFTs)
                "seconds_per_iteration": float(np.median(seconds)) if seconds else None,
                "position_shift_rms_px": float(np.sqrt(np.mean(moves ** 2))),
-               "position_shift_max_px": float(moves.max())}
+               "position_shift_max_px": float(moves.max()),
+               "root_max_rss_mb": float(rss_mb)}
         if frc is not None:
             out.update(frc)
         return out
@@ -275,8 +279,9 @@ class PtychoStage(Stage):
                 err = float(e.sum())
             if ctx.is_root:
                 if refine:
-                    positions = pt.refine_positions(positions, steps, initial,
-                                                    gain=p.refine_gain, max_step=p.max_step)
+                    positions = pt.refine_positions(
+                        positions, steps, initial, gain=p.refine_gain, max_step=p.max_step,
+                        affine=scan.propagator.kind == "near-field")
                 if errors is not None:
                     errors[it] = err / total
                     done = it + 1
