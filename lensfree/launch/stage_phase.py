@@ -17,7 +17,8 @@ Store layout and resuming (``phasing/``):
   written its object: its final R_F is that member's completion marker, written last.
 - ``errors`` (G, M): final R_F of every member, written by the root at the end of each
   generation, and the attr ``generations_complete`` counts finished generations.
-- ``r_fourier`` and ``e_support`` (G, M, n_iter): the error of every iteration.
+- ``r_fourier`` and ``e_support`` (G, M, n_iter): the errors of every
+  ``--error-every``-th iteration and of each step's last (NaN between).
 A rerun with the same parameters skips finished generations and finished members.
 """
 
