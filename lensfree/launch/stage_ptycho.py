@@ -281,7 +281,8 @@ class PtychoStage(Stage):
                 if refine:
                     positions = pt.refine_positions(
                         positions, steps, initial, gain=p.refine_gain, max_step=p.max_step,
-                        affine=scan.propagator.kind == "near-field")
+                        affine=(scan.propagator.kind == "near-field"
+                                or it < p.refine_start + p.refine_affine))
                 if errors is not None:
                     errors[it] = err / total
                     done = it + 1

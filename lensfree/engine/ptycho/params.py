@@ -37,6 +37,11 @@ class PtychoParams:
     refine_positions, refine_start, refine_every : refine every position every
         ``refine_every`` iterations from iteration ``refine_start``.
     refine_gain, max_step : ``dr <- clip(gain * dr, -max_step, max_step)`` px per update.
+    refine_affine : for this many iterations from ``refine_start`` the corrections lose
+        their affine part (scale, shear, rotation), which creeps while object and probe
+        are still poor; after that it is kept, as random position errors have one of
+        their own. Always removed in the near field, where it trades against the
+        propagation.
     """
 
     engine: str = param("parallel", "serial ePIE/rPIE, or blocks reduced every iteration "
@@ -60,6 +65,9 @@ class PtychoParams:
     refine_every: int = param(1, "refine positions every k iterations", check=at_least(1))
     refine_gain: float = param(1.0, "gain of the position step", check=positive)
     max_step: float = param(0.5, "px per position update and axis", check=positive)
+    refine_affine: int = param(20, "iterations from --refine-start whose corrections lose "
+                               "their affine part (always in the near field)",
+                               check=at_least(0))
     seed: int = param(0, "seed of the serial engines' position order", execution="seed")
 
     def __post_init__(self):
