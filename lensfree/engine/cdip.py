@@ -19,31 +19,38 @@ Why the field alone is not the answer, and the finishing refinement. On our 64^2
 stagnates: the object it renders fills the whole anchoring disk (the window's edge is an
 easy source of the high frequencies the data ask for), and its error against the truth
 after alignment and twin is 0.7-0.9, while the truth itself fits to R_F 0.003. The data
-are not ambiguous in the disk (HIO + ER with the true support recovers every object from
-random starts), but they are with any support as loose as the disk (HIO from the true
-support dilated by 3 px fails on most starts). What is missing is a *tight* support, and
+determine the object (HIO + ER with the true support recovers every one from random
+starts), but from a support as loose as the disk it is not found (HIO from the true
+support widened by 3 px fails on most starts). What is missing is a *tight* support, and
 the object can give one itself. So each member ends with ``refine_cycles`` cycles of HIO
 (``REFINE_HIO`` iterations, feedback ``REFINE_BETA``) then ER (``REFINE_ER``) on the
 rendered grid, with the support renewed after every cycle from the member's own object:
 :func:`energy_support`, the smallest set of pixels of ``|rho|`` blurred by a Gaussian
 that holds ``refine_energy`` (0.99) of its energy, the blur narrowing from
 ``REFINE_SIGMA[0]`` to ``[1]`` px (capture: the spread field is pulled into a compact
-object), then ``POLISH_CYCLES`` cycles with a fixed ``POLISH_SIGMA`` blur and a looser
-``POLISH_ENERGY`` (polish: the capture support cuts the faint tails of smooth objects and
-biases them, by 0.1-0.2 on blobs), then ``REFINE_FINAL_ER`` ER iterations. An energy
-fraction rather than a fraction of the maximum: a threshold on the peak cuts a faint
-part of an object with one bright spot (blobs) and leaves speckle of a flat one, while
-the energy held does not depend on how the magnitude is spread. No support is given by
-the user or estimated from the data: the support is what the member itself renders.
-The refinement runs in torch on the member's device, so members stay deterministic.
-Measured (``benchmarks/bench_cdip.py`` and three field starts per object): the
-refinement turns the field's 0.7-0.9 into 0.02-0.13 on the letter, blobs, a smooth blob
-and a projected sphere; the cell stops at 0.22 on most members (a local minimum at R_F
-0.018, against 0.005 for the members that reach 0.02), which the population's selection
-by R_F resolves when one member lands. Started from a random object in the anchoring
-disk instead of the field, the same refinement does about as well on these objects
-(12 of 15 starts either way); from the field's magnitude with random phases it does
-worse on the sphere (0.87 against 0.10): the field's phases carry information.
+object). An energy fraction rather than a fraction of the maximum: a threshold on the
+peak cuts a faint part of an object with one bright spot (blobs), while the energy held
+does not depend on how the magnitude is spread. Then the captured object is polished
+five ways and the one of lowest R_F is kept: ``POLISH_CYCLES`` cycles with a fixed
+``POLISH_SIGMA`` blur and a looser ``POLISH_ENERGY`` (the capture support clips the faint
+tails of smooth objects and biases them by 0.1-0.2), then ``REFINE_FINAL_ER`` ER
+iterations; four of the five first run ``KICK_CYCLES`` cycles on the captured support
+less a ``KICK_SHIFT`` px sliver on one side (``S & roll(S, shift)``, the four
+directions). That is Fienup & Wackerman's cure for twin stagnation (JOSA A 3, 1897,
+1986): an object that is nearly centrosymmetric (the cell: an ellipse with an
+off-centre nucleus) stagnates as a partial twin (a faint second nucleus at the mirrored
+place, error 0.22 at R_F 0.018 on every member), which a support with a symmetric shape
+cannot resolve; an asymmetric one tips it, and R_F picks the polish that escaped (0.06-0.09
+at R_F 0.008-0.012 on three of three members). No support is given by the user or
+estimated from the data: every support is what the member itself renders. The
+refinement runs in torch on the member's device, so members stay deterministic.
+Measured on the letter, blobs, cell, a smooth blob and a projected sphere (three field
+starts each, ``benchmarks/bench_cdip.py`` for the population numbers): the field alone
+gives 0.7-0.9, the refinement 0.02-0.13 on all fifteen starts. Started from a random
+object in the anchoring disk instead of the field, the refinement without the kicks does
+about as well on these objects (12 of 15 starts under 0.15, as from the field); from the
+field's magnitude with random phases it does worse on the sphere (0.87 against 0.10):
+the field's phases carry information, but most of the recovery is the refinement's.
 
 The network outputs magnitude (through a softplus, so it is >= 0) and phase
 (``output="polar"``, as the paper's field gives amplitude and phase), or real and
@@ -91,7 +98,7 @@ ANCHOR_EDGE = 1.5  # px: soft edge of the window, so pixels enter the fit gradua
 REFINE_HIO, REFINE_ER, REFINE_FINAL_ER = 80, 20, 100  # iterations per cycle, and at the end
 REFINE_BETA = 0.9  # HIO feedback
 REFINE_SIGMA = (3.0, 1.5)  # px: blur of the support update, first and last capture cycle
-POLISH_CYCLES, POLISH_SIGMA, POLISH_ENERGY = 10, 2.0, 0.995  # the looser polishing support
+POLISH_CYCLES, POLISH_SIGMA, POLISH_ENERGY = 10, 2.0, 0.999  # the looser polishing support
 KICK_CYCLES, KICK_SHIFT = 5, 2  # cycles on a support cut by KICK_SHIFT px on one side
 KICKS = (None, (KICK_SHIFT, 0), (-KICK_SHIFT, 0), (0, KICK_SHIFT), (0, -KICK_SHIFT))
 EXTRA = "pip install 'lensfree[cdip]'"
