@@ -92,8 +92,9 @@ def _best_error(letter, members: int, **options) -> list[float]:
 
 
 def test_recovers_a_complex_object_without_a_support_short_fit(letter):
-    # two members of a short field fit, each finished by the refinement
-    errors = _best_error(letter, 2, **FIT)
+    # one member of a short field fit, finished by the refinement (the field alone of
+    # this fit is at 0.8-0.9)
+    errors = _best_error(letter, 1, epochs=150)
     assert min(errors) <= 0.15, errors
 
 
