@@ -33,21 +33,22 @@ peak cuts a faint part of an object with one bright spot (blobs), while the ener
 does not depend on how the magnitude is spread. Then the captured object is polished
 five ways and the one of lowest R_F is kept: ``POLISH_CYCLES`` cycles with a fixed
 ``POLISH_SIGMA`` blur and a looser ``POLISH_ENERGY`` (the capture support clips the faint
-tails of smooth objects: 0.995 biased the cell at 128^2 by 0.2), then ``REFINE_FINAL_ER`` ER
+tails of smooth objects; a still looser 0.999 let a wrong letter member reach a lower
+R_F than the right ones, so it was picked, at 0.19), then ``REFINE_FINAL_ER`` ER
 iterations; four of the five first run ``KICK_CYCLES`` cycles on the captured support
 less a ``KICK_SHIFT`` px sliver on one side (``S & roll(S, shift)``, the four
 directions). That is Fienup & Wackerman's cure for twin stagnation (JOSA A 3, 1897,
 1986): an object that is nearly centrosymmetric (the cell: an ellipse with an
 off-centre nucleus) stagnates as a partial twin (a faint second nucleus at the mirrored
 place, error 0.22 at R_F 0.018 on every member), which a support with a symmetric shape
-cannot resolve; an asymmetric one tips it, and R_F picks the polish that escaped (0.10-0.12
-at R_F 0.011 on three of three members). No support is given by the user or
+cannot resolve; an asymmetric one tips it, and R_F picks the polish that escaped (0.06-0.09
+at R_F 0.008-0.016 on three of three members). No support is given by the user or
 estimated from the data: every support is what the member itself renders. The
 refinement runs in torch on the member's device, so members stay deterministic.
 Measured on the letter, blobs, cell, a smooth blob and a projected sphere (three field
 starts each, ``benchmarks/bench_cdip.py`` for the population numbers): the field alone
-gives 0.7-0.9, the refinement 0.01-0.13 on all fifteen starts (at 128^2 a cell member
-still stops at 0.21, R_F 0.028, where another start reaches 0.09, R_F 0.023). Started from a random
+gives 0.7-0.9, the refinement 0.02-0.13 on all fifteen starts (at 128^2 a cell member
+still stops at 0.21, R_F 0.09). Started from a random
 object in the anchoring disk instead of the field, the refinement without the kicks does
 about as well on these objects (12 of 15 starts under 0.15, as from the field); from the
 field's magnitude with random phases it does worse on the sphere (0.87 against 0.10):
@@ -99,7 +100,7 @@ ANCHOR_EDGE = 1.5  # px: soft edge of the window, so pixels enter the fit gradua
 REFINE_HIO, REFINE_ER, REFINE_FINAL_ER = 80, 20, 100  # iterations per cycle, and at the end
 REFINE_BETA = 0.9  # HIO feedback
 REFINE_SIGMA = (3.0, 1.5)  # px: blur of the support update, first and last capture cycle
-POLISH_CYCLES, POLISH_SIGMA, POLISH_ENERGY = 10, 2.0, 0.999  # the looser polishing support
+POLISH_CYCLES, POLISH_SIGMA, POLISH_ENERGY = 10, 2.0, 0.995  # the looser polishing support
 KICK_CYCLES, KICK_SHIFT = 5, 2  # cycles on a support cut by KICK_SHIFT px on one side
 KICKS = (None, (KICK_SHIFT, 0), (-KICK_SHIFT, 0), (0, KICK_SHIFT), (0, -KICK_SHIFT))
 EXTRA = "pip install 'lensfree[cdip]'"
