@@ -118,7 +118,7 @@ def test_scheduler_without_dask_is_refused(tmp_path, capsys):
 def test_ctrl_c_is_one_line_and_the_rerun_resumes(tmp_path):
     run = _object(str(tmp_path / "run.zarr"))
     argv = [*lensfree_exe(), "phase", run, "--population", "2", "--generations", "1",
-            "--schedule", "HIO:50000,ER:100", "--quiet"]  # seconds a member: time to stop it
+            "--schedule", "HIO:200000,ER:100", "--quiet"]  # seconds a member: time to stop it
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     group_made = time.monotonic() + 60
     while time.monotonic() < group_made:
