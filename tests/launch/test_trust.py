@@ -119,7 +119,10 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes(tmp_path):
     run = _object(str(tmp_path / "run.zarr"))
     argv = [*lensfree_exe(), "phase", run, "--population", "2", "--generations", "1",
             "--schedule", "HIO:200000,ER:100", "--quiet"]  # seconds a member: time to stop it
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal gives it, even where this test runs in the background (a shell
+    # starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     group_made = time.monotonic() + 60
     while time.monotonic() < group_made:
         time.sleep(0.5)
