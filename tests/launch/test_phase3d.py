@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
+from lensfree.engine import shapes
 from lensfree.engine.align import align
 from lensfree.io import runstore
 from lensfree.launch.cli import main
@@ -23,17 +24,8 @@ GATHER = ["--fraction", "1", "--members-per-task", "2", "--quiet"]
 
 
 def crystal(n: int = N, size: float = 14.0) -> np.ndarray:
-    """A faceted crystal (a rotated box cut by octahedral planes, 747 voxels at 32^3 and
-    size 14: linear oversampling above 2) with a smooth strain-like phase of ~+-1 rad."""
-    z, y, x = (np.indices((n, n, n)) - n // 2).astype(np.float64)
-    c, s = np.cos(0.3), np.sin(0.3)
-    xr, yr = c * x - s * y, s * x + c * y
-    half = size / 2
-    inside = (np.abs(xr) <= half) & (np.abs(yr) <= 0.8 * half) & (np.abs(z) <= 0.7 * half)
-    inside &= np.abs(xr) + np.abs(yr) + np.abs(z) <= 1.25 * half
-    phase = 0.8 * np.sin(2 * np.pi * (0.6 * xr + 0.3 * yr + 0.4 * z) / (2 * size))
-    phase += 0.5 * ((xr / half) ** 2 - (z / half) ** 2)
-    return (inside * np.exp(1j * phase)).astype(np.complex64)
+    """`shapes.crystal` about ``size`` voxels across (747 voxels at 32^3 and size 14)."""
+    return shapes.crystal(n, oversampling=n / size)
 
 
 def write_volume_run(path: str, obj: np.ndarray) -> None:
