@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 import zarr
+from timing import median_time  # benchmarks/timing.py
 
 from lensfree.engine import simulate
 from lensfree.engine.simulate import EnsembleParams
@@ -162,15 +163,6 @@ def run_sum(path: str, out: str, backend: str, workers: int) -> dict:
             "reread_frames": reads["reread_frames"], "pilot_frames": reads["pilot_frames"]}
 
 
-def median_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def bench_case(tmp: str, size: int, dtype: str, n: int, chunk: int, configs, repeats: int):
     path = os.path.join(tmp, f"frames-{size}-{dtype}.zarr")
     small = os.path.join(tmp, f"small-{size}-{dtype}.zarr")
@@ -184,8 +176,8 @@ def bench_case(tmp: str, size: int, dtype: str, n: int, chunk: int, configs, rep
           f"raw, {stored / 1e9:.2f} GB stored (written in {time.perf_counter() - t0:.0f} s)",
           flush=True)
     read_zarr(path)  # warm the page cache: every row then reads from memory
-    limit = median_of(lambda: read_zarr(path), repeats)
-    direct = median_of(lambda: read_direct(path), repeats)
+    limit = median_time(lambda: read_zarr(path), repeats)
+    direct = median_time(lambda: read_direct(path), repeats)
     rows = {}
     for backend, workers in configs:
         runs = [run_sum(path, os.path.join(tmp, "run.zarr"), backend, workers)
