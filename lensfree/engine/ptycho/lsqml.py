@@ -27,6 +27,7 @@ import numpy as np
 
 from lensfree.engine.ptycho.geometry import is_shifted, ramp_factors
 from lensfree.engine.ptycho.kernel import PositionKernel, scaled_amplitudes
+from lensfree.engine.ptycho.parallel import Sums, fold  # noqa: F401  (pass 1 is parallel's)
 from lensfree.engine.ptycho.probe import orthogonalise_modes, probe_spectrum
 
 #: Tikhonov damping of the 2x2 step system, relative to its diagonal (Odstrcil's 0.1 is
@@ -38,16 +39,6 @@ MAX_STEP = 2.0
 
 
 @dataclass
-class Sums:
-    """The fold of pass 1 as :func:`directions` needs it (whole object and probe)."""
-
-    num: np.ndarray     # (oy, ox) sum conj(P) chi
-    den: np.ndarray     # (oy, ox) sum |P|^2
-    pnum: np.ndarray    # (M, h, w) sum conj(O) chi
-    pden: np.ndarray    # (h, w) sum |O|^2
-
-
-@dataclass
 class StepResult:
     """One block's pass-2 sums, in its object bounding box."""
 
@@ -55,21 +46,6 @@ class StepResult:
     obj_num: np.ndarray      # (by, bx) sum a_O conj(P) chi
     probe_num: np.ndarray    # (M, h, w) sum a_P conj(O) chi
     steps: np.ndarray        # (B, 2) the positions' (a_O, a_P)
-
-
-def fold(obj_shape, probe_shape, results) -> Sums:
-    """Pass-1 block results (:class:`BlockResult`) folded in the order given."""
-    num = np.zeros(obj_shape, np.complex128)
-    den = np.zeros(obj_shape, np.float64)
-    pnum = np.zeros(probe_shape, np.complex128)
-    pden = np.zeros(probe_shape[-2:], np.float64)
-    for r in results:
-        (y, x), (by, bx) = r.start, r.obj_num.shape
-        num[y:y + by, x:x + bx] += r.obj_num
-        den[y:y + by, x:x + bx] += r.obj_den
-        pnum += r.probe_num
-        pden += r.probe_den
-    return Sums(num, den, pnum, pden)
 
 
 def directions(obj, probe, sums: Sums, *, update_probe: bool, regularisation: float = 1e-3):

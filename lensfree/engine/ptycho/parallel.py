@@ -105,6 +105,31 @@ def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
                        probe_num=probe_num, probe_den=probe_den, error=errors, steps=steps)
 
 
+@dataclass
+class Sums:
+    """The blocks' sums folded over the whole object and probe (`fold`)."""
+
+    num: np.ndarray     # (oy, ox) sum conj(P) chi
+    den: np.ndarray     # (oy, ox) sum |P|^2
+    pnum: np.ndarray    # (M, h, w) sum conj(O) chi
+    pden: np.ndarray    # (h, w) sum |O|^2
+
+
+def fold(obj_shape, probe_shape, results) -> Sums:
+    """Pass-1 block results (:class:`BlockResult`) folded in the order given."""
+    num = np.zeros(obj_shape, np.complex128)
+    den = np.zeros(obj_shape, np.float64)
+    pnum = np.zeros(probe_shape, np.complex128)
+    pden = np.zeros(probe_shape[-2:], np.float64)
+    for r in results:
+        (y, x), (by, bx) = r.start, r.obj_num.shape
+        num[y:y + by, x:x + bx] += r.obj_num
+        den[y:y + by, x:x + bx] += r.obj_den
+        pnum += r.probe_num
+        pden += r.probe_den
+    return Sums(num, den, pnum, pden)
+
+
 def apply_update(obj: np.ndarray, probe: np.ndarray, results, *, update_probe: bool,
                  regularisation: float = 1e-3):
     """New ``(object, probe)`` from block results folded in the order given.
@@ -116,16 +141,8 @@ def apply_update(obj: np.ndarray, probe: np.ndarray, results, *, update_probe: b
     ``sum conj(O_j) (psi' - psi)``; with whole-pixel positions this is the same as
     ``(sum conj(O_j) psi' + r_P P_old) / (sum pden + r_P)``).
     """
-    num = np.zeros(obj.shape, np.complex128)
-    den = np.zeros(obj.shape, np.float64)
-    pnum = np.zeros(probe.shape, np.complex128)
-    pden = np.zeros(probe.shape[-2:], np.float64)
-    for r in results:
-        (y, x), (by, bx) = r.start, r.obj_num.shape
-        num[y:y + by, x:x + bx] += r.obj_num
-        den[y:y + by, x:x + bx] += r.obj_den
-        pnum += r.probe_num
-        pden += r.probe_den
+    sums = fold(obj.shape, probe.shape, results)
+    num, den, pnum, pden = sums.num, sums.den, sums.pnum, sums.pden
     reg = regularisation * den.max()
     new_obj = (obj + num / (den + reg)).astype(obj.dtype)
     new_probe = probe
