@@ -9,8 +9,9 @@ weak and streak frames) is written, then timed:
       store and on a store of a quarter of its frames: the difference gives the marginal
       rate, in which fixed costs (cluster warm-up, imports on workers, the run store,
       the whole-pattern steps) cancel.
-Per configuration: frames/s, the fraction of the Zarr read rate, the peak RSS (VmHWM)
-of the root and of each worker process, and the 2-vs-1 scaling. Medians of --repeats
+Per configuration: frames/s, the fraction of the Zarr read rate, the marginal compute
+(screening and summing, worker-seconds from the stage's ``timing_s``) per frame, the peak
+RSS (VmHWM) of the root and of each worker process, and the 2-vs-1 scaling. Medians of --repeats
 runs. The frames are copies of a few dozen simulated ones in a shuffled order: realistic
 statistics and compression at any size without hours of simulation.
 
@@ -159,7 +160,10 @@ def run_sum(path: str, out: str, backend: str, workers: int) -> dict:
                              if p != proc.pid and "spawn" in line)
     attrs = zarr.open_group(out, mode="r")["ensemble"].attrs
     reads, seconds = attrs["reads"], float(attrs["timing_s"]["wall"])
-    return {"seconds": seconds, "root_rss": root, "worker_rss": workers_rss,
+    # worker-seconds of screening and summing (no reading), over every process
+    compute = float(attrs["timing_s"].get("compute", np.nan))
+    return {"seconds": seconds, "compute_seconds": compute, "root_rss": root,
+            "worker_rss": workers_rss,
             "reread_frames": reads["reread_frames"], "pilot_frames": reads["pilot_frames"]}
 
 
@@ -182,21 +186,26 @@ def bench_case(tmp: str, size: int, dtype: str, n: int, chunk: int, configs, rep
     for backend, workers in configs:
         runs = [run_sum(path, os.path.join(tmp, "run.zarr"), backend, workers)
                 for _ in range(repeats)]
-        t_small = statistics.median(
-            run_sum(small, os.path.join(tmp, "run.zarr"), backend, workers)["seconds"]
-            for _ in range(repeats))
+        smalls = [run_sum(small, os.path.join(tmp, "run.zarr"), backend, workers)
+                  for _ in range(repeats)]
+        t_small = statistics.median(r["seconds"] for r in smalls)
         t_large = statistics.median(r["seconds"] for r in runs)
+        # screening and summing alone, per frame: the difference cancels Numba's first use
+        # and the pilot, as the marginal rate cancels start-up
+        compute = (statistics.median(r["compute_seconds"] for r in runs)
+                   - statistics.median(r["compute_seconds"] for r in smalls)) / (n - n_small)
         marginal = (n - n_small) / (t_large - t_small) if t_large > t_small else np.nan
         rows[f"{backend} {workers}"] = {
             "seconds": t_large, "small_seconds": t_small, "small_frames": n_small,
             "marginal_frames_per_s": marginal,
             "marginal_fraction_of_read": marginal / (n / limit),
+            "compute_us_per_frame": 1e6 * compute,
             "root_rss": max(r["root_rss"] for r in runs),
             "worker_rss": [max(w) for w in zip(*[r["worker_rss"] for r in runs])]
             if all(r["worker_rss"] for r in runs) else [],
             "reread_frames": runs[0]["reread_frames"], "pilot_frames": runs[0]["pilot_frames"]}
     print(f"{'configuration':14s} {'time s':>7s} {'frames/s':>9s} {'GB/s':>6s} "
-          f"{'of read':>7s} {'marginal':>9s} {'of read':>7s} {'root RSS':>9s}  "
+          f"{'of read':>7s} {'marginal':>9s} {'of read':>7s} {'us/frame':>8s} {'root RSS':>9s}  "
           f"worker RSS (GB)")
     print(f"{'zarr read':14s} {limit:7.2f} {n / limit:9.0f} {nbytes / limit / 1e9:6.2f} "
           f"{1.0:7.2f}")
@@ -208,7 +217,7 @@ def bench_case(tmp: str, size: int, dtype: str, n: int, chunk: int, configs, rep
         workers = " ".join(f"{w / 1e9:.2f}" for w in r["worker_rss"])
         print(f"{name:14s} {t:7.2f} {n / t:9.0f} {nbytes / t / 1e9:6.2f} {limit / t:7.2f} "
               f"{r['marginal_frames_per_s']:9.0f} {r['marginal_fraction_of_read']:7.2f} "
-              f"{r['root_rss'] / 1e9:9.2f}  {workers}")
+              f"{r['compute_us_per_frame']:8.1f} {r['root_rss'] / 1e9:9.2f}  {workers}")
     scaling = {}
     for kind in ("dask", "mpi"):
         if f"{kind} 1" in rows and f"{kind} 2" in rows:

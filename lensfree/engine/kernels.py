@@ -4,11 +4,12 @@ several.
 Stage 1 reads each frame once and must keep up with decompression (about 0.1 ms for a
 256^2 uint16 frame here). Its numpy form casts each frame to float64, sums it, gathers the
 unmeasured pixels and the ring, then adds it to its class sum: five passes and a dozen
-calls, 0.08 ms. These loops do the statistics in one pass and the addition in another,
-0.03 ms, at every frame size (5x at 1024^2, where the float64 copy no longer fits the
-cache). They are for integer frames, whose sums are exact integers in any order: the
-results are the bits of the numpy form. Float frames keep the numpy form (NaN and inf
-handling, numpy's pairwise totals).
+calls, about 0.08 ms. These loops do the statistics in one pass and the addition in
+another: 24-32 us a frame in `lensfree sum` (``benchmarks/bench_sum.py``'s marginal
+compute per frame, 24,000 frames of 256^2 uint16), and relatively more saved at 1024^2,
+where the float64 copy no longer fits the cache. They are for integer frames, whose sums
+are exact integers in any order: the results are the bits of the numpy form. Float frames
+keep the numpy form (NaN and inf handling, numpy's pairwise totals).
 
 Compiled on first use and cached on disk (``cache=True``); importing this module costs
 Numba's import only where stage 1 needs it.
@@ -17,7 +18,6 @@ Numba's import only where stage 1 needs it.
 from __future__ import annotations
 
 import numba
-import numpy as np
 
 __all__ = ["add_frame", "frame_stats"]
 
@@ -63,9 +63,3 @@ def add_frame(acc, frame, sign):
         for p in range(f.size):
             a[p] -= f[p]
 
-
-def warm(dtype) -> None:
-    """Compile (or load from the cache) the loops for frames of ``dtype``."""
-    frame = np.zeros((2, 2), dtype=dtype)
-    frame_stats(frame, np.ones((2, 2), bool), np.arange(2))
-    add_frame(np.zeros((2, 2)), frame, 1)

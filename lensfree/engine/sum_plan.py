@@ -147,8 +147,6 @@ def screen_and_sum(frames: np.ndarray, mask: np.ndarray, annulus: np.ndarray,
     invalid = np.zeros(k, dtype=bool)
     classes = np.full(k, -1, dtype=np.int16)
     kind = frames.dtype.kind
-    unmeasured = ~mask
-    bad_pixels = np.flatnonzero(unmeasured)
     ring_index = np.flatnonzero(annulus)
     edges = list(prediction.edges)
     if kind in "uib" and frames.dtype.itemsize <= 4:  # compiled: exact integers
@@ -166,6 +164,8 @@ def screen_and_sum(frames: np.ndarray, mask: np.ndarray, annulus: np.ndarray,
             classes[i] = c
             kernels.add_frame(sums[c], frames[i], 1)
         return total, chi2, invalid, classes
+    unmeasured = ~mask
+    bad_pixels = np.flatnonzero(unmeasured)
     work = np.empty(mask.shape, dtype=np.float64)
     flat = work.reshape(-1)
     for i in range(k):
