@@ -99,7 +99,7 @@ def _cmd_run(args) -> int:
     resolved = {command.name: flat for command, _, flat in planned}
     for command, opts, _ in planned:  # every run store keeps the config that made it
         path = command.run_path(opts)
-        if path:
+        if path and _rank(opts) == 0:  # one writer: the root (MPI ranks all read the config)
             runstore.open_run(path).attrs["config"] = runstore.jsonable(
                 {"file": os.path.abspath(args.config), "stages": resolved})
     shared = {opts.execution for _, opts, _ in planned if hasattr(opts, "execution")}
@@ -111,13 +111,18 @@ def _cmd_run(args) -> int:
             backend = stack.enter_context(open_backend(shared.pop()))
         for command, opts, _ in planned:
             takes_backend = hasattr(opts, "execution")
-            if backends.rank_of(opts.execution.backend if takes_backend else None) == 0:
+            if _rank(opts) == 0:
                 report([f"== {command.name} =="])
             code = (command.handler(opts, backend) if takes_backend and backend is not None
                     else command.handler(opts))
             if code:
                 return code
     return 0
+
+
+def _rank(opts) -> int:
+    """This process's rank under the back end of a command's options (0 without one)."""
+    return backends.rank_of(opts.execution.backend if hasattr(opts, "execution") else None)
 
 
 def _cmd_batch(args) -> int:
@@ -185,10 +190,13 @@ def main(argv: list[str] | None = None) -> int:
             store_log.emit(logging.makeLogRecord({"msg": message, "levelname": "ERROR",
                                                   "levelno": logging.ERROR,
                                                   "name": "lensfree"}))
-    rank = backends.rank_of(backend_name)
+    # inside mpirun the job is MPI's even where no --backend flag says so (`lensfree run`
+    # takes its back end from the config)
+    job = backend_name or ("mpi" if backends.mpi_world_size() > 1 else None)
+    rank = backends.rank_of(job)
     prefix = f"lensfree: error (rank {rank}): " if rank else "lensfree: error: "
     print(prefix + message, file=sys.stderr, flush=True)
-    backends.abort_job(backend_name, code)  # one failing MPI rank must not leave others hanging
+    backends.abort_job(job, code)  # one failing MPI rank must not leave others hanging
     return code
 
 
