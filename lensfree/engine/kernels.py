@@ -1,5 +1,5 @@
-"""Compiled per-frame loops of stage 1 (Numba): one pass over a frame where numpy needs
-several.
+"""Compiled loops (Numba): one pass over an array where numpy needs several. Stage 1's
+per-frame loops, then the phasing iteration's elementwise passes.
 
 Stage 1 reads each frame once and must keep up with decompression (about 0.1 ms for a
 256^2 uint16 frame here). Its numpy form casts each frame to float64, sums it, gathers the
@@ -12,14 +12,16 @@ are exact integers in any order: the results are the bits of the numpy form. Flo
 keep the numpy form (NaN and inf handling, numpy's pairwise totals).
 
 Compiled on first use and cached on disk (``cache=True``); importing this module costs
-Numba's import only where stage 1 needs it.
+Numba's import only where stage 1 or phasing needs it.
 """
 
 from __future__ import annotations
 
+import math
+
 import numba
 
-__all__ = ["add_frame", "frame_stats"]
+__all__ = ["add_frame", "er_update", "frame_stats", "hio_update", "modulus"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -63,3 +65,77 @@ def add_frame(acc, frame, sign):
         for p in range(f.size):
             a[p] -= f[p]
 
+
+
+# ----------------------------------------------------------------------------- phasing
+#
+# One HIO or ER iteration of :mod:`lensfree.engine.phasing` is two FFTs, the modulus
+# projection between them and the support update after them. In numpy the projection is
+# three passes over the Fourier field (|psi|, target / |psi|, psi times that) and the
+# update two; here each is one. The arrays are flat views (2D and 3D alike: one compiled
+# signature). The loops vectorise: ``error_model="numpy"`` (Python's model tests every
+# division for zero), both sides of a select computed before it (a branch with loads in
+# it stays scalar), and no sums: an iteration that records its errors writes each pixel's
+# term into scratch arrays that numpy then sums (pairwise), in the same loop with the
+# same arithmetic, so the iterate does not depend on whether errors are recorded.
+
+_PHASING = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
+
+
+@numba.njit(**_PHASING)
+def modulus(psi, target, valid, scale, tiny, measured, r_terms, f_terms, record):
+    """``psi <- (t / |psi|) psi`` in place, ``t = target`` where ``valid`` and ``t = scale
+    |psi|`` elsewhere (the field floats); ``|psi|`` floored at ``tiny`` (0: no floor).
+
+    With ``record``, ``r_terms <- ||psi| - A|`` on ``valid`` pixels (0 elsewhere, ``A =
+    measured``) and ``f_terms <- t^2`` elsewhere (0 on ``valid``), of the field entering;
+    without, ``measured`` and the terms are not touched. ``psi`` complex64, the others
+    float32 but ``valid`` (bool), all 1D and C-contiguous; ``target`` is not read off
+    ``valid``; ``scale``, ``tiny`` float32."""
+    zero = numba.float32(0)
+    if record:
+        for p in range(psi.size):
+            z = psi[p]
+            mag = max(math.sqrt(z.real * z.real + z.imag * z.imag), tiny)
+            on = valid[p]
+            floating = mag * scale
+            t = target[p] if on else floating
+            r_terms[p] = abs(measured[p] - mag) if on else zero
+            f_terms[p] = zero if on else floating * floating
+            psi[p] = z * (t / mag)
+        return
+    for p in range(psi.size):
+        z = psi[p]
+        mag = max(math.sqrt(z.real * z.real + z.imag * z.imag), tiny)
+        floating = mag * scale
+        t = target[p] if valid[p] else floating
+        psi[p] = z * (t / mag)
+
+
+@numba.njit(**_PHASING)
+def hio_update(rho, w, inside, factor, terms, record):
+    """HIO from ``w = -beta rho_m``: ``rho <- factor w`` inside the support (``factor =
+    -1 / beta``, float32), ``rho <- rho + w`` outside, in place; with ``record``,
+    ``terms <- |w|^2`` outside (0 inside). 1D, C-contiguous; ``inside`` bool."""
+    zero = numba.float32(0)
+    for p in range(rho.size):
+        z = w[p]
+        fed = z * factor
+        kept = rho[p] + z
+        rho[p] = fed if inside[p] else kept
+        if record:
+            terms[p] = zero if inside[p] else z.real * z.real + z.imag * z.imag
+
+
+@numba.njit(**_PHASING)
+def er_update(rho, w, inside_f, terms, record):
+    """Error reduction from ``w = rho_m``: ``rho <- w S``, ``S`` the support as 1.0 / 0.0
+    (``inside_f``, float32: numpy's product, bit for bit), in place; with ``record``,
+    ``terms <- |w - rho|^2`` (non-zero outside the support only)."""
+    for p in range(rho.size):
+        z = w[p]
+        kept = z * inside_f[p]
+        rho[p] = kept
+        if record:
+            d = z - kept
+            terms[p] = d.real * d.real + d.imag * d.imag

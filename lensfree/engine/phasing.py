@@ -16,16 +16,16 @@ and support estimates (:func:`modulus_projection` aside) live in
 :mod:`lensfree.engine.projections`. Both modules' names are re-exported here.
 
 Memory and speed: one run works in place on two complex64 and five float32 arrays of
-its size (plus boolean masks), about 36 bytes a pixel (a third complex array for RAAR and
-positivity); an iteration allocates nothing but the values of its missing pixels.
-The ``1 / N`` of the inverse transform and the algorithm's scalar (``-beta`` for HIO) ride
-on the modulus factor, ``||rho_m||^2`` comes from Parseval and the measured pixels' part
-of it is computed once, missing pixels are gathered and scattered by index rather than
-masked, and each run transforms through plans of its own bound to its arrays (no per-call
-checks). An HIO iteration is two FFTs plus five numpy passes; one whose errors are
-recorded (every :attr:`PhasingParams.error_every`-th) runs five more for ``R_F`` and
-``E_S`` and computes the same iterate. The sums use numpy's BLAS (``dot``, ``vdot``): run
-workers with ``OPENBLAS_NUM_THREADS=1``.
+its size (plus boolean masks), about 40 bytes a pixel (a third complex array for RAAR and
+positivity); an iteration allocates nothing. The ``1 / N`` of the inverse transform and
+the algorithm's scalar (``-beta`` for HIO) ride on the modulus factor, ``||rho_m||^2``
+comes from Parseval and the measured pixels' part of it is computed once, and each run
+transforms through plans of its own bound to its arrays (no per-call checks). An HIO or
+ER iteration is two FFTs plus two compiled passes (:mod:`lensfree.engine.kernels`): the
+modulus projection, missing pixels included, and the support update. One whose errors
+are recorded (every :attr:`PhasingParams.error_every`-th) runs the same two passes, which
+also write the terms of ``R_F`` and ``E_S`` for numpy to sum, and computes the same
+iterate. RAAR and positivity update ``rho`` in numpy passes.
 
 References
 ----------
@@ -205,12 +205,10 @@ def modulus_projection(
     params = params or PhasingParams()
     out = np.array(psi, dtype=np.complex64)
     measured, target = _targets(amplitude, valid, params)
-    target = target.copy()  # it takes |psi| where missing
-    missing = None if valid.all() else np.flatnonzero(~valid)
-    mag, work = np.empty(out.shape, np.float32), np.empty(out.shape, np.float32)
     a_sum = float(measured.sum(dtype=np.float64))
-    r_sum, _ = modulus_inplace(out, measured, target, valid.astype(np.float32), missing, mag,
-                               work, 1.0, True)
+    terms = (np.empty(out.shape, np.float32), np.empty(out.shape, np.float32))
+    r_sum, _ = modulus_inplace(out, target, np.ascontiguousarray(valid, bool), 1.0, True,
+                               measured, terms)
     return out, r_sum / a_sum if a_sum > 0 else math.nan
 
 
@@ -232,17 +230,16 @@ class _State:
         self.base = self.measured if target is measured else np.fft.ifftshift(target)
         self.base_energy = float(np.dot(self.base.ravel().astype(np.float64),
                                         self.base.ravel().astype(np.float64)))
-        self.target = np.empty(shape, np.float32)  # scale * base, scale * |psi| where missing
+        self.target = np.empty(shape, np.float32)  # scale * base (not read where missing)
         self.scale = math.nan
-        self.valid_f = np.fft.ifftshift(valid).astype(np.float32)
-        self.missing = None if valid.all() else np.flatnonzero(np.fft.ifftshift(~valid))
+        self.valid = np.ascontiguousarray(np.fft.ifftshift(valid))
         self.rho, self.psi = (empty_aligned(shape, np.complex64) for _ in range(2))
         self.w = self.psi  # the inverse FFT runs in place: w = scale rho_m
         # plans of their own on rho and psi, made before they are filled
         self._forward = fft.bind(self.rho, self.psi, "forward")
         self._inverse = fft.bind(self.psi, self.psi, "inverse")
         self._scratch = None
-        self.mag, self.work = (empty_aligned(shape, np.float32) for _ in range(2))
+        self.terms = tuple(np.empty(shape, np.float32) for _ in range(2))  # of the sums
         self.rho[...] = rho0
         self.inside = np.empty(shape, bool)
         self.outside = np.empty(shape, bool)
@@ -272,12 +269,11 @@ class _State:
 
     def _project(self, scale, guard, record):
         self._forward()
-        factor = np.float32(scale / self.size)
-        out = modulus_inplace(self.psi, self.measured, self.target, self.valid_f,
-                              self.missing, self.mag, self.work, factor, guard, record,
-                              self.base_energy * float(factor) ** 2)
+        factor = scale / self.size
+        r_sum, floating = modulus_inplace(self.psi, self.target, self.valid, factor, guard,
+                                          self.measured if record else None, self.terms)
         self._inverse()
-        return out
+        return r_sum, self.base_energy * float(np.float32(factor)) ** 2 + floating
 
     @property
     def scratch(self) -> np.ndarray:
@@ -293,11 +289,11 @@ class _State:
         return float(np.vdot(self.scratch, self.scratch).real)
 
     def r_factor(self) -> float:
+        """``R_F`` of ``rho`` (``psi`` is left projected: scratch from here on)."""
         self._forward()
-        np.abs(self.psi, out=self.mag)
-        np.subtract(self.measured, self.mag, out=self.work)
-        np.abs(self.work, out=self.work)
-        return float(np.dot(self.work.ravel(), self.valid_f.ravel())) / self.a_sum
+        r_sum, _ = modulus_inplace(self.psi, self.target, self.valid, 1.0, False,
+                                   self.measured, self.terms)
+        return r_sum / self.a_sum
 
 
 def run(

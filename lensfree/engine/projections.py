@@ -4,8 +4,8 @@ SCIENCE.md section 2. Notation as :mod:`lensfree.engine.phasing`: ``rho`` object
 the DFT over every axis, ``A`` measured Fourier amplitude, ``V`` valid (measured) pixels,
 ``S`` support; arrays are 2D patterns or 3D volumes alike (a pixel is a voxel in 3D). The
 functions here work on arrays in any layout unless they say otherwise; the in-place
-kernels (:func:`modulus_inplace`, :func:`constrain`) are what every phasing iteration
-runs, on the preallocated arrays of :mod:`lensfree.engine.phasing`.
+kernels (:func:`modulus_inplace`, compiled, and :func:`constrain`) are what every phasing
+iteration runs, on the preallocated arrays of :mod:`lensfree.engine.phasing`.
 :mod:`lensfree.engine.phasing` re-exports the public names.
 
 References
@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 from scipy import ndimage
+
+from . import kernels
 
 __all__ = ["autocorrelation_support", "constrain", "fourier_r_factor", "huang_regions",
            "modulus_inplace", "shrinkwrap", "support_projection"]
@@ -40,40 +42,29 @@ def huang_regions(amplitude: np.ndarray, valid: np.ndarray, sigma: float) -> np.
     return valid & (smooth <= sigma * np.maximum(norm, 1e-12))
 
 
-def modulus_inplace(psi, measured, target, valid_f, missing, mag, work, scale, guard,
-                    errors=True, energy=math.nan) -> tuple[float, float]:
-    """``psi <- P_M psi`` in place, ``P_M`` scaled by ``scale``; returns
-    ``(sum_V ||psi| - A|, ||psi'||^2)``, or NaNs without ``errors`` (then ``measured``,
-    ``valid_f`` and ``work`` are not touched).
+def modulus_inplace(psi, target, valid, scale, guard, measured=None, terms=None
+                    ) -> tuple[float, float]:
+    """``psi <- P_M psi`` in place, ``P_M`` scaled by ``scale``, in one compiled pass
+    (:func:`lensfree.engine.kernels.modulus`); returns ``(sum_V ||psi| - A|,
+    sum_missing (scale |psi|)^2)`` of the field it projects when given ``measured``
+    (``A``) and ``terms`` (two float32 scratch arrays of ``psi``'s size), else NaNs.
 
-    ``target`` holds ``scale`` times the modulus target on measured pixels and 0 where
-    missing; there it takes ``scale |psi|`` (the field floats). ``measured`` is ``A``, 0
-    where missing, ``valid_f`` V as 1.0 / 0.0; ``missing`` the flat indices of the missing
-    pixels (None when every pixel is measured); ``mag`` and ``work`` are scratch; all
-    float32, C-contiguous. ``energy`` is ``||target||^2`` over the measured pixels (it
-    does not change between iterations); ``guard`` floors ``|psi|`` to avoid 0/0 (callers
-    retry with it when a NaN shows up). Three passes over the arrays, three more with
-    ``errors``.
+    ``target`` holds ``scale`` times the modulus target on measured pixels (other values
+    are not read: there the field floats, ``psi`` keeps its modulus times ``scale``),
+    ``valid`` is V (bool), ``measured`` float32; all C-contiguous, of ``psi``'s shape.
+    ``guard`` floors ``|psi|`` to avoid 0/0 (callers retry with it when a NaN shows up).
     """
-    np.abs(psi, out=mag)
-    if guard:
-        np.maximum(mag, _TINY, out=mag)
-    floating = None
-    if missing is not None:
-        floating = mag.reshape(-1)[missing]
-        floating *= scale
-        target.reshape(-1)[missing] = floating
-    r_sum = total = math.nan
-    if errors:
-        np.subtract(measured, mag, out=work)
-        np.abs(work, out=work)
-        r_sum = float(np.dot(work.reshape(-1), valid_f.reshape(-1)))
-        total = energy
-        if floating is not None:
-            total += float(np.dot(floating, floating))
-    np.divide(target, mag, out=mag)
-    np.multiply(psi, mag, out=psi)
-    return r_sum, total
+    record = measured is not None
+    if record:
+        r_terms, f_terms = (t.reshape(-1) for t in terms)
+        measured = measured.reshape(-1)
+    else:
+        r_terms = f_terms = measured = target.reshape(-1)  # not touched
+    kernels.modulus(psi.reshape(-1), target.reshape(-1), valid.reshape(-1), np.float32(scale),
+                    _TINY if guard else np.float32(0), measured, r_terms, f_terms, record)
+    if not record:
+        return math.nan, math.nan
+    return float(r_terms.sum()), float(f_terms.sum())
 
 
 def support_projection(rho: np.ndarray, support: np.ndarray, positivity: str = "none"):

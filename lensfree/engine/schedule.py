@@ -12,8 +12,9 @@ schedules and re-exports these names.
 An iteration starts with ``state.fourier(scale)``, which leaves ``w = scale rho_m`` with
 ``rho_m = F^-1 P_M F rho``, then updates ``rho`` in place from ``rho`` and ``w``. The
 scalar (``-beta`` for HIO) rides on the modulus factor rather than costing a pass. With
-positivity, and for RAAR, the general (slower) forms run; without positivity ER and HIO
-take shortcuts that compute the same iterate.
+positivity, and for RAAR, the general (slower, numpy) forms run; without positivity ER
+and HIO update ``rho`` in one compiled pass (:mod:`lensfree.engine.kernels`) that
+computes the same iterate.
 
 References
 ----------
@@ -32,6 +33,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
+from . import kernels
 from .projections import constrain
 
 __all__ = ["ER", "HIO", "RAAR", "PhasingState", "Step", "as_schedule", "n_iterations",
@@ -59,6 +61,8 @@ class PhasingState(Protocol):
         Scratch.
     scratch : complex64
         Scratch (allocated on first use).
+    terms : (float32, float32)
+        Scratch for the compiled passes' per-pixel error terms.
     beta : float
         The run's feedback, for steps that give none.
     positivity : {"none", "real", "real-nonneg"}
@@ -72,6 +76,7 @@ class PhasingState(Protocol):
     inside_f: np.ndarray
     good: np.ndarray
     scratch: np.ndarray
+    terms: tuple[np.ndarray, np.ndarray]
     beta: float
     positivity: str
 
@@ -139,11 +144,10 @@ class ER(Step):
             constrain(state.rho, state.outside, state.positivity)
             return r, e_s
         r, total = state.fourier(1.0, record)  # w = rho_m
-        np.multiply(state.w, state.inside_f, out=state.rho)
-        if not record:
-            return r, math.nan
-        np.subtract(state.w, state.rho, out=state.w)
-        return r, _ratio(float(np.vdot(state.w, state.w).real), total)
+        terms = state.terms[0].reshape(-1)
+        kernels.er_update(state.rho.reshape(-1), state.w.reshape(-1),
+                          state.inside_f.reshape(-1), terms, record)
+        return r, _ratio(float(terms.sum()), total) if record else math.nan
 
 
 @dataclass(frozen=True)
@@ -158,17 +162,11 @@ class HIO(Step):
         beta = self.beta or state.beta
         if state.positivity != "none":
             return self._constrained(state, beta, record)
-        rho, w, inside = state.rho, state.w, state.inside
         r, total = state.fourier(-beta, record)  # w = -beta rho_m
-        if not record:  # the same values in two passes (w is not needed afterwards)
-            np.add(rho, w, out=rho)
-            np.multiply(w, -1.0 / beta, out=rho, where=inside)
-            return r, math.nan
-        np.multiply(w, -1.0 / beta, out=rho, where=inside)
-        np.copyto(w, 0, where=inside)
-        outside = float(np.vdot(w, w).real)
-        np.add(rho, w, out=rho)
-        return r, _ratio(outside, total)
+        terms = state.terms[0].reshape(-1)
+        kernels.hio_update(state.rho.reshape(-1), state.w.reshape(-1), state.inside.reshape(-1),
+                           np.float32(-1.0 / beta), terms, record)
+        return r, _ratio(float(terms.sum()), total) if record else math.nan
 
     @staticmethod
     def _constrained(state: PhasingState, beta: float, record: bool) -> tuple[float, float]:

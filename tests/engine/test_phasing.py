@@ -302,8 +302,11 @@ def test_shrinkwrap_3d_blurs_in_every_axis():
     np.testing.assert_array_equal(support, r2 <= 3)
 
 
+# RAAR at beta 0.99 (as in 2D): at 0.9 this crystal came out of 1 of 4 run seeds (errors
+# 0.00-0.27), and run seed 0 passed only before a rounding change in |psi|; at 0.99 all 4
+# came out (errors <= 0.001)
 @pytest.mark.parametrize("schedule", ["HIO:300,ER:100;shrinkwrap=25",
-                                      "RAAR:600,ER:100;shrinkwrap=25"])
+                                      "RAAR:600:0.99,ER:100;shrinkwrap=25"])
 def test_3d_crystal_is_recovered_by_a_small_population(schedule):
     from lensfree.engine import scoring
 
@@ -320,7 +323,7 @@ def test_3d_crystal_is_recovered_by_a_small_population(schedule):
     assert len(info.shift) == 3
     scale = np.vdot(aligned, obj) / np.vdot(aligned, aligned)
     error = float(np.linalg.norm(scale * aligned - obj) / np.linalg.norm(obj))
-    assert error <= 0.05, (error, scores)  # measured 0.007 (HIO) and 0.006 (RAAR)
+    assert error <= 0.05, (error, scores)  # measured 0.004 (HIO) and 0.0002 (RAAR)
     # PRTF over spherical shells: the members agree at every frequency
     sums = scoring.align_members(objects, objects[best])
     assert np.asarray(sums.shifts).shape == (3, 3)
