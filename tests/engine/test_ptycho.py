@@ -113,7 +113,7 @@ def test_kernel_projects_one_position_as_the_formula_says(scan):
 
     kernel = PositionKernel(probe.shape)
     ry, rx = ramp_factors(fractions[j:j + 1], (32, 32))
-    probe_j, _ = kernel.shift_probe(probe_spectrum(probe), ry[0], rx[0])
+    probe_j = kernel.shift_probe(probe_spectrum(probe), ry[0], rx[0])
     assert np.linalg.norm(probe_j - moved) <= 1e-6 * np.linalg.norm(moved)
     error = kernel.project(probe_j, patch.astype(np.complex64), amp[j],
                            scaled_amplitudes(amp[j:j + 1])[0], ~holes)
@@ -137,7 +137,7 @@ def test_serial_and_parallel_give_the_same_projection(scan):
             update_probe=False, refine=True)
         assert errors[j] == pytest.approx(block.error[0], rel=1e-6)
         assert np.abs(block.steps[0]).min() > 1e-3
-        assert np.allclose(steps[j], block.steps[0], rtol=1e-6, atol=0)
+        assert np.allclose(steps[j], block.steps[0], rtol=1e-5, atol=0)  # float32 sums
         (y, x), (h, w) = crops[j], probe.shape[-2:]
         step = new_obj[y:y + h, x:x + w] - obj[y:y + h, x:x + w]
         want = block.obj_num / block.obj_den.max()

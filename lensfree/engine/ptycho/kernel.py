@@ -10,13 +10,15 @@ parallel form's sums) is the engine's.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from lensfree.engine import fft as fftlib
+from lensfree.engine.ptycho import compiled
 from lensfree.engine.ptycho.propagate import Propagator
 
-#: added to |F psi| before dividing by it: a zero spectrum pixel stays zero (not 0/0)
-_TINY = np.float32(1e-30)
+_kernels = threading.local()
 
 
 def prepare_amplitudes(frames: np.ndarray, mask: np.ndarray | None = None, *,
@@ -47,7 +49,8 @@ def scaled_amplitudes(amp: np.ndarray) -> np.ndarray:
 
 class PositionKernel:
     """One position at a time, on buffers reused for every position of a sweep or block
-    (each small enough to stay in cache; complex64 throughout, BLAS dots).
+    (each small enough to stay in cache; complex64 throughout, the FFTs bound to the
+    buffers once, the passes between them compiled, :mod:`.compiled`).
 
     Parameters
     ----------
@@ -56,9 +59,11 @@ class PositionKernel:
     propagator : sample plane to detector (:class:`Propagator`; None: the far field).
 
     Per position: :meth:`shift_probe` when it has a sub-pixel rest, then :meth:`project`,
-    after which :attr:`psi_new` holds ``psi'`` and :attr:`dpsi` holds ``psi' - psi``, then
-    :meth:`object_gradient` and (when refining) :meth:`position_step`. The arrays returned
-    or left in the attributes are the kernel's buffers: valid until the next call.
+    after which :attr:`psi` holds ``psi``, :attr:`psi_new` ``psi'`` and :attr:`dpsi`
+    ``psi' - psi``, then :meth:`object_gradient` and (when refining) :meth:`position_step`.
+    The arrays returned or left in the attributes are the kernel's buffers: valid until
+    the next call. :meth:`cached` gives the calling thread's kernel of a shape, so that
+    the binding is paid once per thread, not once per block.
     """
 
     def __init__(self, shape, dtype=np.complex64, propagator: Propagator | None = None):
@@ -67,32 +72,48 @@ class PositionKernel:
         self.fft = fftlib.get_fft2((h, w), dtype)
         self.prop = (propagator or Propagator()).bind((h, w), dtype)
         buffer = fftlib.empty_aligned
-        self.shifted, self.shifted_conj, self.dpsi, self.psi_new = (
+        self.shifted, self.psi, self.dpsi, self.psi_new = (
             buffer((m, h, w), dtype) for _ in range(4))
-        self.ramp, self.work, self.chi_p, self._factor = (buffer((h, w), dtype)
-                                                          for _ in range(4))
-        self._model, self._diff = buffer((h, w), np.float32), buffer((h, w), np.float32)
-        self._power = buffer((h, w), np.float32)
+        self.ramp, self.work, self.chi_p = (buffer((h, w), dtype) for _ in range(3))
+        self._diff, self._power = buffer((h, w), np.float32), buffer((h, w), np.float32)
+        self._none = np.zeros((1, 1), bool)
+        # scratch rows of compiled.accumulate
+        self.chi_row, self.power_row = np.zeros(w, dtype), np.zeros(w, np.float32)
+        bind = self.fft.bind
+        self._shift = [bind(self.shifted[k], self.shifted[k], "inverse") for k in range(m)]
+        self._forward = [bind(self.psi[k], self.psi_new[k], "forward") for k in range(m)]
+        self._inverse = [bind(self.psi_new[k], self.psi_new[k], "inverse") for k in range(m)]
 
-    def shift_probe(self, spectrum: np.ndarray, ry: np.ndarray, rx: np.ndarray):
-        """``(P_j, conj(P_j))``: the probe moved by a sub-pixel rest.
+    @classmethod
+    def cached(cls, shape, dtype=np.complex64, propagator: Propagator | None = None
+               ) -> PositionKernel:
+        """The calling thread's kernel for ``(shape, dtype, propagator)`` (made once)."""
+        key = (tuple(int(s) for s in shape), np.dtype(dtype).str, propagator or Propagator())
+        cache = _kernels.__dict__.setdefault("cache", {})
+        kernel = cache.get(key)
+        if kernel is None:
+            kernel = cache[key] = cls(key[0], dtype, key[2])
+        return kernel
+
+    def shift_probe(self, spectrum: np.ndarray, ry: np.ndarray, rx: np.ndarray
+                    ) -> np.ndarray:
+        """``P_j`` (M, h, w): the probe moved by a sub-pixel rest.
 
         ``spectrum`` is :func:`probe_spectrum` of the probe, ``ry`` (h,) and ``rx`` (w,)
         the rest's ramp factors (:func:`ramp_factors`); the ramp stays in :attr:`ramp`
         (an engine moving an increment back by the rest multiplies by its conjugate).
         """
-        np.multiply(ry[:, None], rx[None, :], out=self.ramp)
-        for k in range(len(spectrum)):
-            np.multiply(spectrum[k], self.ramp, out=self.shifted[k])
-            self.fft.inverse(self.shifted[k], out=self.shifted[k], normalise=False)
-        return self.shifted, np.conjugate(self.shifted, out=self.shifted_conj)
+        compiled.shift_spectrum(spectrum, ry, rx, self.shifted, self.ramp)
+        for run in self._shift:
+            run()
+        return self.shifted
 
     def project(self, probe: np.ndarray, patch: np.ndarray, amp: np.ndarray,
                 amp_scaled: np.ndarray, invalid: np.ndarray | None, *,
-                shifted: bool = False) -> np.float32:
+                shifted: bool = False, residual: bool = True) -> float:
         """Fourier error of ``psi = probe * patch`` (``|D psi|`` against ``amp``, ``D`` the
-        propagator); ``psi'`` to :attr:`psi_new` and
-        ``psi' - psi`` to :attr:`dpsi`.
+        propagator); ``psi`` to :attr:`psi`, ``psi'`` to :attr:`psi_new` and (with
+        ``residual``) ``psi' - psi`` to :attr:`dpsi`.
 
         Parameters
         ----------
@@ -101,39 +122,32 @@ class PositionKernel:
             (:func:`scaled_amplitudes`). invalid : (h, w) unmeasured pixels, or None.
         shifted : ``probe`` was moved by :meth:`shift_probe` (its ramp in :attr:`ramp`):
             in the near field the exit wave goes to the detector moved back by the rest.
+        residual : also write :attr:`dpsi` (a caller that takes ``psi' - psi`` in its own
+            pass, :func:`compiled.accumulate`, saves one).
         """
-        psi, spec = self.dpsi, self.psi_new  # psi becomes psi' - psi at the end
-        model, diff, factor = self._model, self._diff, self._factor
-        m = len(probe)
-        h_fwd = h_back = None
-        if self.prop.near:
+        psi, spec = self.psi, self.psi_new
+        compiled.exit_waves(probe, patch, 0, 0, psi)
+        near = self.prop.near
+        if near:
             h_fwd, h_back = self.prop.transfers(self.ramp if shifted else None)
-        for k in range(m):
-            np.multiply(probe[k], patch, out=psi[k])
-            self.prop.forward(psi[k], spec[k], h_fwd)
-        # model amplitude |F psi| (summed incoherently over modes)
-        if m == 1:
-            np.abs(spec[0], out=model)
+            for k in range(len(psi)):
+                self.prop.forward(psi[k], spec[k], h_fwd)
         else:
-            model[...] = 0
-            for k in range(m):
-                np.abs(spec[k], out=diff)
-                model += np.square(diff, out=diff)
-            np.sqrt(model, out=model)
-        np.subtract(model, amp, out=diff)
-        if invalid is not None:
-            np.copyto(diff, 0, where=invalid)
-        flat = diff.reshape(-1)
-        error = np.dot(flat, flat)
+            for run in self._forward:
+                run()
+        masked = invalid is not None
         # Fourier projection, with the inverse FFT's 1/(h w) in the factor
-        model += _TINY
-        np.divide(amp_scaled, model, out=factor)
-        if invalid is not None:
-            np.copyto(factor, np.float32(1 / self.size), where=invalid)
-        for k in range(m):
-            np.multiply(spec[k], factor, out=spec[k])
-            self.prop.backward(spec[k], spec[k], h_back)
-        np.subtract(spec, psi, out=psi)
+        error = compiled.fourier_project(spec, amp, amp_scaled,
+                                         invalid if masked else self._none, masked,
+                                         np.float32(1 / self.size), self._power)
+        if near:
+            for k in range(len(spec)):
+                self.prop.backward(spec[k], spec[k], h_back)
+        else:
+            for run in self._inverse:
+                run()
+        if residual:
+            np.subtract(spec, psi, out=self.dpsi)
         return error
 
     def probe_power(self, probe: np.ndarray) -> np.ndarray:

@@ -75,7 +75,7 @@ def step_block(obj, probe, dobj, dprobe, crops, fractions, amp, valid, *,
     rel = crops - lo
     obj_num = np.zeros(box.shape, dtype)
     probe_num = np.zeros(probe.shape, dtype)
-    kernel = PositionKernel(probe.shape, dtype, propagator)
+    kernel = PositionKernel.cached(probe.shape, dtype, propagator)
     shifted = is_shifted(fractions)
     if shifted.any():
         spectrum, dspectrum = probe_spectrum(probe), probe_spectrum(dprobe)
@@ -87,8 +87,8 @@ def step_block(obj, probe, dobj, dprobe, crops, fractions, amp, valid, *,
     for i, (y, x) in enumerate(rel):
         probe_j, dprobe_j = probe, dprobe
         if shifted[i]:
-            probe_j = kernel.shift_probe(spectrum, ry[i], rx[i])[0].copy()
-            dprobe_j = kernel.shift_probe(dspectrum, ry[i], rx[i])[0].copy()
+            probe_j = kernel.shift_probe(spectrum, ry[i], rx[i]).copy()
+            dprobe_j = kernel.shift_probe(dspectrum, ry[i], rx[i]).copy()
         patch, dpatch = box[y:y + h, x:x + w], dbox[y:y + h, x:x + w]
         kernel.project(probe_j, patch, amp[i], amp_scaled[i],
                        None if invalid is None else invalid[i], shifted=bool(shifted[i]))

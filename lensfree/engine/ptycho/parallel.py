@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lensfree.engine.ptycho import compiled
 from lensfree.engine.ptycho.geometry import is_shifted, ramp_factors
 from lensfree.engine.ptycho.kernel import PositionKernel, scaled_amplitudes
 from lensfree.engine.ptycho.probe import orthogonalise_modes, probe_spectrum
@@ -58,49 +59,33 @@ def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
     dtype = probe.dtype
     lo = crops.min(axis=0)
     hi = crops.max(axis=0) + (h, w)
-    box = obj[lo[0]:hi[0], lo[1]:hi[1]]
-    rel = crops - lo
-    obj_num = np.zeros(box.shape, dtype)
-    obj_den = np.zeros(box.shape, np.float32)
+    box = tuple(int(v) for v in hi - lo)
+    obj_num = np.zeros(box, dtype)
+    obj_den = np.zeros(box, np.float32)
     probe_num = np.zeros(probe.shape, dtype)
     probe_den = np.zeros((h, w), np.float32)
-    box_conj = np.conj(box)
-    box_power = np.square(np.abs(box))
-    grads = np.gradient(box) if refine else ()
-    grad_powers = [np.square(np.abs(g)) for g in grads]
     shifted = is_shifted(fractions)
-    kernel = PositionKernel(probe.shape, dtype, propagator)
-    work, chi_p = kernel.work, kernel.chi_p
+    kernel = PositionKernel.cached(probe.shape, dtype, propagator)
     if shifted.any():
         spectrum = probe_spectrum(probe)
         ry, rx = ramp_factors(fractions, (h, w))
     amp_scaled = scaled_amplitudes(amp)
     invalid = None if valid is None or valid.all() else ~valid
-    # conj(P) and sum |P|^2 of the unshifted probe, for the positions without a rest
-    probe_conj = np.conj(probe)
-    probe_power = np.sum(np.square(np.abs(probe)), axis=0)
     errors = np.empty(len(crops))
     steps = np.empty((len(crops), 2)) if refine else None
-    for i, (y, x) in enumerate(rel):
-        probe_j, cprobe, power = probe, probe_conj, probe_power
-        if shifted[i]:
-            probe_j, cprobe = kernel.shift_probe(spectrum, ry[i], rx[i])
-            power = kernel.probe_power(probe_j)
-        errors[i] = kernel.project(probe_j, box[y:y + h, x:x + w], amp[i], amp_scaled[i],
+    for i, (y, x) in enumerate(crops):
+        probe_j = kernel.shift_probe(spectrum, ry[i], rx[i]) if shifted[i] else probe
+        errors[i] = kernel.project(probe_j, obj[y:y + h, x:x + w], amp[i], amp_scaled[i],
                                    None if invalid is None else invalid[i],
-                                   shifted=bool(shifted[i]))
-        # object sums, in the block's box: sum_m conj(P_m) chi_m and sum_m |P_m|^2
-        kernel.object_gradient(cprobe)
-        obj_num[y:y + h, x:x + w] += chi_p
-        obj_den[y:y + h, x:x + w] += power
-        # probe sums: conj(O_j) (psi' - psi)
-        cpatch = box_conj[y:y + h, x:x + w]
-        for k in range(m):
-            probe_num[k] += np.multiply(cpatch, kernel.dpsi[k], out=work)
-        probe_den += box_power[y:y + h, x:x + w]
+                                   shifted=bool(shifted[i]), residual=False)
+        # conj(P_j) chi and |P_j|^2 into the box, conj(O_j) chi and |O_j|^2 into the
+        # probe's sums, and the position step: one pass
+        step = compiled.accumulate(kernel.psi, kernel.psi_new, probe_j, obj, y, x, lo[0],
+                                   lo[1], hi[0], hi[1], obj_num, obj_den, probe_num,
+                                   probe_den, refine, kernel.chi_row,
+                                   kernel.power_row)
         if refine:
-            steps[i] = kernel.position_step(power, [g[y:y + h, x:x + w] for g in grads],
-                                            [g[y:y + h, x:x + w] for g in grad_powers])
+            steps[i] = step
     return BlockResult(start=(int(lo[0]), int(lo[1])), obj_num=obj_num, obj_den=obj_den,
                        probe_num=probe_num, probe_den=probe_den, error=errors, steps=steps)
 

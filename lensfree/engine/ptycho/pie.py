@@ -38,7 +38,7 @@ def pie_iteration(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
     """
     obj, probe = obj.copy(), probe.copy()
     m, h, w = probe.shape
-    kernel = PositionKernel(probe.shape, probe.dtype, propagator)
+    kernel = PositionKernel.cached(probe.shape, probe.dtype, propagator)
     fft = kernel.fft
     shifted = is_shifted(fractions)
     ry, rx = ramp_factors(fractions, (h, w))
@@ -51,7 +51,7 @@ def pie_iteration(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
         patch = obj[y:y + h, x:x + w]
         probe_j = probe
         if shifted[j]:  # the probe changed at the last position: its spectrum too
-            probe_j, _ = kernel.shift_probe(probe_spectrum(probe), ry[j], rx[j])
+            probe_j = kernel.shift_probe(probe_spectrum(probe), ry[j], rx[j])
         errors[j] = kernel.project(probe_j, patch, amp[j], amp_scaled[j],
                                    None if invalid is None else invalid[j],
                                    shifted=bool(shifted[j]))
