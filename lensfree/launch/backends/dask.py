@@ -13,6 +13,7 @@ from lensfree.launch.backends.base import (
     Backend,
     BackendOptions,
     check_tasks,
+    fold_in_order,
 )
 from lensfree.launch.backends.mpi import mpi_world_size
 from lensfree.partitioning import fold_split
@@ -88,10 +89,19 @@ class DaskBackend(Backend):
         from distributed import as_completed
 
         check_tasks(tasks)
-        leaves, shared_future, token = self._submit(fn, tasks, shared, names)
+        # the tree's lowest levels run inside one task per subtree of `group` leaves
+        # (`fold_in_order` folds a subtree as the tree does: bit-identical), so the
+        # scheduler handles a few tasks per worker instead of two per leaf, and no
+        # partial of those levels travels between workers
+        group = _group_size(len(tasks), self.n_workers)
+        names = names or [f"{desc or 'reduce'}-{i}" for i in range(len(tasks))]
+        spans = [(lo, min(lo + group, len(tasks))) for lo in range(0, len(tasks), group)]
+        leaves, shared_future, token = self._submit(
+            _fold_subtree, [(fn, combine, tasks[lo:hi]) for lo, hi in spans], shared,
+            [names[lo] if hi - lo == 1 else f"{names[lo]}-x{hi - lo}" for lo, hi in spans])
         prefix = f"{desc or 'reduce'}-fold"
 
-        def node(lo, hi):
+        def node(lo, hi):  # over subtrees: complete ones of `group` leaves, then the rest
             if hi - lo == 1:
                 return leaves[lo]
             mid = fold_split(lo, hi)
@@ -102,10 +112,11 @@ class DaskBackend(Backend):
 
         # the client lets go of every future but the root's (a done leaf at once): the
         # scheduler frees each partial once its fold has run, and sends the root alone
-        root = node(0, len(tasks))
-        with self._bar(len(leaves), desc) as bar:
+        root = node(0, len(leaves))
+        sizes = {leaf.key: hi - lo for leaf, (lo, hi) in zip(leaves, spans, strict=True)}
+        with self._bar(len(tasks), desc) as bar:
             for leaf in as_completed(leaves):
-                bar.update()
+                bar.update(sizes[leaf.key])
                 if leaf is not root:
                     leaf.release()
         shared_future.release()
@@ -139,6 +150,18 @@ class DaskBackend(Backend):
             self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+def _group_size(n_tasks: int, n_workers: int) -> int:
+    """Leaves per subtree task: a power of two (so that subtrees are the tree's own
+    complete nodes) leaving at least four subtree tasks per worker to balance the load."""
+    return max(1, 1 << max(0, (n_tasks // (4 * max(1, n_workers))).bit_length() - 1))
+
+
+def _fold_subtree(task, shared):
+    """One subtree of a reduce, in a worker: its leaves computed and folded in order."""
+    fn, combine, leaves = task
+    return fold_in_order((fn(t, shared) for t in leaves), combine)
 
 
 def boot_dask_in_mpi(dashboard_address: str = DASHBOARD_ADDRESS) -> str | None:
