@@ -88,6 +88,42 @@ def read_direct(path: str) -> None:
     reader.release()
 
 
+def _timed_reads(path: str, repeats: int) -> tuple[float, float]:
+    """Median seconds of reading the store through Zarr and through lensfree's reader, in
+    whichever process runs this (a Dask worker: see `worker_reads`)."""
+    import time as _time
+
+    def once(fn):
+        t0 = _time.perf_counter()
+        fn(path)
+        return _time.perf_counter() - t0
+
+    read_zarr(path)
+    return (statistics.median(once(read_zarr) for _ in range(repeats)),
+            statistics.median(once(read_direct) for _ in range(repeats)))
+
+
+def worker_reads(path: str, repeats: int) -> dict:
+    """Reading alone inside one Dask worker: as lensfree starts its LocalCluster, and with
+    the environment distributed's nanny gives workers by default (MALLOC_TRIM_THRESHOLD_)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from lensfree.launch.backends.dask import DaskBackend
+
+    out = {}
+    backend = DaskBackend(1, dashboard_address=":0", progress=False)
+    try:
+        out["lensfree cluster"] = backend.client.submit(_timed_reads, path, repeats).result()
+    finally:
+        backend.close()
+    with dask.config.set({"distributed.logging.distributed": "error"}):
+        with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as c, \
+                Client(c) as client:
+            out["nanny default env"] = client.submit(_timed_reads, path, repeats).result()
+    return out
+
+
 def _tree(pid: int) -> list[int]:
     """``pid`` and its descendants."""
     out, todo = [], [pid]
@@ -182,6 +218,7 @@ def bench_case(tmp: str, size: int, dtype: str, n: int, chunk: int, configs, rep
     read_zarr(path)  # warm the page cache: every row then reads from memory
     limit = median_time(lambda: read_zarr(path), repeats)
     direct = median_time(lambda: read_direct(path), repeats)
+    in_worker = worker_reads(path, repeats) if any(b == "dask" for b, _ in configs) else {}
     rows = {}
     for backend, workers in configs:
         runs = [run_sum(path, os.path.join(tmp, "run.zarr"), backend, workers)
@@ -211,6 +248,9 @@ def bench_case(tmp: str, size: int, dtype: str, n: int, chunk: int, configs, rep
           f"{1.0:7.2f}")
     print(f"{'lensfree read':14s} {direct:7.2f} {n / direct:9.0f} "
           f"{nbytes / direct / 1e9:6.2f} {limit / direct:7.2f}")
+    for where, (z, d) in in_worker.items():  # reading alone inside a Dask worker
+        print(f"  in a Dask worker ({where}): zarr read {z:.2f} s ({limit / z:.2f} of this "
+              f"process's), lensfree read {d:.2f} s ({direct / d:.2f})")
     for name, r in rows.items():
         t = r["seconds"]
         r.update(frames_per_s=n / t, gb_per_s=nbytes / t / 1e9, fraction_of_read=limit / t)
@@ -235,7 +275,10 @@ def bench_case(tmp: str, size: int, dtype: str, n: int, chunk: int, configs, rep
     shutil.rmtree(small)
     return {"size": size, "dtype": dtype, "frames": n, "chunk_frames": chunk,
             "raw_bytes": nbytes, "stored_bytes": stored, "zarr_read_s": limit,
-            "lensfree_read_s": direct, "rows": rows, "scaling_2_vs_1": scaling}
+            "lensfree_read_s": direct,
+            "dask_worker_read_s": {k: {"zarr": z, "lensfree": d}
+                                   for k, (z, d) in in_worker.items()},
+            "rows": rows, "scaling_2_vs_1": scaling}
 
 
 def main() -> None:
