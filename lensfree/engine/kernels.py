@@ -20,8 +20,10 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 
-__all__ = ["add_frame", "er_update", "frame_stats", "hio_update", "modulus"]
+__all__ = ["add_frame", "contract_last", "er_update", "frame_stats", "hio_update",
+           "modulus"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -139,3 +141,20 @@ def er_update(rho, w, inside_f, terms, record):
         if record:
             d = z - kept
             terms[p] = d.real * d.real + d.imag * d.imag
+
+
+@numba.njit(**_PHASING)
+def contract_last(kernel, rows):
+    """``out[i, r] = sum_j kernel[i, j] rows[r, j]``, complex128 (the per-axis matrix
+    product of :func:`lensfree.engine.align`'s upsampled DFT; numpy's ``einsum`` of it,
+    bit for bit, in about a third of the time: the innermost loop runs over ``i``,
+    independent sums that vectorise, in ``einsum``'s order over ``j``)."""
+    m = kernel.shape[0]
+    transposed = np.ascontiguousarray(kernel.T)
+    out = np.zeros((rows.shape[0], m), np.complex128)
+    for r in range(rows.shape[0]):
+        for j in range(rows.shape[1]):
+            value = rows[r, j]
+            for i in range(m):
+                out[r, i] += transposed[j, i] * value
+    return np.ascontiguousarray(out.T)
