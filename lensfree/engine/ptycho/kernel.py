@@ -16,6 +16,7 @@ import numpy as np
 
 from lensfree.engine import fft as fftlib
 from lensfree.engine.ptycho import compiled
+from lensfree.engine.ptycho.probe import probe_spectrum
 from lensfree.engine.ptycho.propagate import Propagator
 
 _kernels = threading.local()
@@ -77,6 +78,7 @@ class PositionKernel:
         self.ramp, self.work, self.chi_p = (buffer((h, w), dtype) for _ in range(3))
         self._diff, self._power = buffer((h, w), np.float32), buffer((h, w), np.float32)
         self._none = np.zeros((1, 1), bool)
+        self._spectrum = self._spectrum_of = None
         # scratch rows of compiled.accumulate
         self.chi_row, self.power_row = np.zeros(w, dtype), np.zeros(w, np.float32)
         bind = self.fft.bind
@@ -95,6 +97,14 @@ class PositionKernel:
             kernel = cache[key] = cls(key[0], dtype, key[2])
         return kernel
 
+    def spectrum(self, probe: np.ndarray) -> np.ndarray:
+        """:func:`probe_spectrum` of ``probe``, kept for the next call with an equal probe
+        (every block of a batch shares one; a comparison costs less than the FFTs)."""
+        if self._spectrum_of is None or not np.array_equal(probe, self._spectrum_of):
+            self._spectrum = probe_spectrum(probe)
+            self._spectrum_of = probe.copy()
+        return self._spectrum
+
     def shift_probe(self, spectrum: np.ndarray, ry: np.ndarray, rx: np.ndarray
                     ) -> np.ndarray:
         """``P_j`` (M, h, w): the probe moved by a sub-pixel rest.
@@ -108,16 +118,17 @@ class PositionKernel:
             run()
         return self.shifted
 
-    def project(self, probe: np.ndarray, patch: np.ndarray, amp: np.ndarray,
+    def project(self, probe: np.ndarray, obj: np.ndarray, y: int, x: int, amp: np.ndarray,
                 amp_scaled: np.ndarray, invalid: np.ndarray | None, *,
                 shifted: bool = False, residual: bool = True) -> float:
-        """Fourier error of ``psi = probe * patch`` (``|D psi|`` against ``amp``, ``D`` the
-        propagator); ``psi`` to :attr:`psi`, ``psi'`` to :attr:`psi_new` and (with
-        ``residual``) ``psi' - psi`` to :attr:`dpsi`.
+        """Fourier error of ``psi = probe * obj[y:y+h, x:x+w]`` (``|D psi|`` against
+        ``amp``, ``D`` the propagator); ``psi`` to :attr:`psi`, ``psi'`` to
+        :attr:`psi_new` and (with ``residual``) ``psi' - psi`` to :attr:`dpsi`.
 
         Parameters
         ----------
-        probe : (M, h, w) the position's probe modes. patch : (h, w) its object crop.
+        probe : (M, h, w) the position's probe modes. obj, y, x : the object (whole: its
+            rows run at unit stride in the compiled pass) and the position's crop.
         amp : (h, w) unshifted amplitude. amp_scaled : ``amp / (h w)``
             (:func:`scaled_amplitudes`). invalid : (h, w) unmeasured pixels, or None.
         shifted : ``probe`` was moved by :meth:`shift_probe` (its ramp in :attr:`ramp`):
@@ -126,7 +137,7 @@ class PositionKernel:
             pass, :func:`compiled.accumulate`, saves one).
         """
         psi, spec = self.psi, self.psi_new
-        compiled.exit_waves(probe, patch, 0, 0, psi)
+        compiled.exit_waves(probe, obj, y, x, psi)
         near = self.prop.near
         if near:
             h_fwd, h_back = self.prop.transfers(self.ramp if shifted else None)

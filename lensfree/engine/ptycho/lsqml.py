@@ -27,7 +27,7 @@ import numpy as np
 
 from lensfree.engine.ptycho.geometry import is_shifted, ramp_factors
 from lensfree.engine.ptycho.kernel import PositionKernel, scaled_amplitudes
-from lensfree.engine.ptycho.parallel import Sums, fold  # noqa: F401  (pass 1 is parallel's)
+from lensfree.engine.ptycho.parallel import Sums, add_box, fold  # noqa: F401  (pass 1 is parallel's)
 from lensfree.engine.ptycho.probe import orthogonalise_modes, probe_spectrum
 
 #: Tikhonov damping of the 2x2 step system, relative to its diagonal (Odstrcil's 0.1 is
@@ -46,6 +46,9 @@ class StepResult:
     obj_num: np.ndarray      # (by, bx) sum a_O conj(P) chi
     probe_num: np.ndarray    # (M, h, w) sum a_P conj(O) chi
     steps: np.ndarray        # (B, 2) the positions' (a_O, a_P)
+
+    def add_into(self, num: np.ndarray, den: np.ndarray | None = None) -> None:
+        add_box(self, num, None)
 
 
 def directions(obj, probe, sums: Sums, *, update_probe: bool, regularisation: float = 1e-3):
@@ -90,7 +93,7 @@ def step_block(obj, probe, dobj, dprobe, crops, fractions, amp, valid, *,
             probe_j = kernel.shift_probe(spectrum, ry[i], rx[i]).copy()
             dprobe_j = kernel.shift_probe(dspectrum, ry[i], rx[i]).copy()
         patch, dpatch = box[y:y + h, x:x + w], dbox[y:y + h, x:x + w]
-        kernel.project(probe_j, patch, amp[i], amp_scaled[i],
+        kernel.project(probe_j, box, y, x, amp[i], amp_scaled[i],
                        None if invalid is None else invalid[i], shifted=bool(shifted[i]))
         chi = kernel.dpsi.reshape(m, -1)
         a = (probe_j * dpatch).reshape(m, -1)
@@ -119,8 +122,7 @@ def apply_steps(obj, probe, sums: Sums, results, *, update_probe: bool,
     num = np.zeros(obj.shape, np.complex128)
     pnum = np.zeros(probe.shape, np.complex128)
     for r in results:
-        (y, x), (by, bx) = r.start, r.obj_num.shape
-        num[y:y + by, x:x + bx] += r.obj_num
+        r.add_into(num)
         pnum += r.probe_num
     reg = regularisation * sums.den.max()
     new_obj = (obj + num / (sums.den + reg)).astype(obj.dtype)

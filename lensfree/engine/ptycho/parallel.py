@@ -17,7 +17,7 @@ import numpy as np
 from lensfree.engine.ptycho import compiled
 from lensfree.engine.ptycho.geometry import is_shifted, ramp_factors
 from lensfree.engine.ptycho.kernel import PositionKernel, scaled_amplitudes
-from lensfree.engine.ptycho.probe import orthogonalise_modes, probe_spectrum
+from lensfree.engine.ptycho.probe import orthogonalise_modes
 
 
 @dataclass
@@ -31,6 +31,18 @@ class BlockResult:
     probe_den: np.ndarray       # (h, w) float32: sum |O_j|^2
     error: np.ndarray           # (B,) per-position sum (|F psi| - A)^2
     steps: np.ndarray | None    # (B, 2) position steps, when refining
+
+    def add_into(self, num: np.ndarray, den: np.ndarray | None = None) -> None:
+        """Add the object sums into object-sized ``num`` (and ``den``)."""
+        add_box(self, num, den)
+
+
+def add_box(result, num: np.ndarray, den: np.ndarray | None) -> None:
+    """A block result's boxed ``obj_num`` (and ``obj_den``) added into object-sized arrays."""
+    (y, x), (by, bx) = result.start, result.obj_num.shape
+    num[y:y + by, x:x + bx] += result.obj_num
+    if den is not None and getattr(result, "obj_den", None) is not None:
+        den[y:y + by, x:x + bx] += result.obj_den
 
 
 def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
@@ -67,7 +79,7 @@ def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
     shifted = is_shifted(fractions)
     kernel = PositionKernel.cached(probe.shape, dtype, propagator)
     if shifted.any():
-        spectrum = probe_spectrum(probe)
+        spectrum = kernel.spectrum(probe)
         ry, rx = ramp_factors(fractions, (h, w))
     amp_scaled = scaled_amplitudes(amp)
     invalid = None if valid is None or valid.all() else ~valid
@@ -75,7 +87,7 @@ def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
     steps = np.empty((len(crops), 2)) if refine else None
     for i, (y, x) in enumerate(crops):
         probe_j = kernel.shift_probe(spectrum, ry[i], rx[i]) if shifted[i] else probe
-        errors[i] = kernel.project(probe_j, obj[y:y + h, x:x + w], amp[i], amp_scaled[i],
+        errors[i] = kernel.project(probe_j, obj, y, x, amp[i], amp_scaled[i],
                                    None if invalid is None else invalid[i],
                                    shifted=bool(shifted[i]), residual=False)
         # conj(P_j) chi and |P_j|^2 into the box, conj(O_j) chi and |O_j|^2 into the
@@ -107,9 +119,7 @@ def fold(obj_shape, probe_shape, results) -> Sums:
     pnum = np.zeros(probe_shape, np.complex128)
     pden = np.zeros(probe_shape[-2:], np.float64)
     for r in results:
-        (y, x), (by, bx) = r.start, r.obj_num.shape
-        num[y:y + by, x:x + bx] += r.obj_num
-        den[y:y + by, x:x + bx] += r.obj_den
+        r.add_into(num, den)
         pnum += r.probe_num
         pden += r.probe_den
     return Sums(num, den, pnum, pden)
@@ -129,7 +139,11 @@ def apply_update(obj: np.ndarray, probe: np.ndarray, results, *, update_probe: b
     sums = fold(obj.shape, probe.shape, results)
     num, den, pnum, pden = sums.num, sums.den, sums.pnum, sums.pden
     reg = regularisation * den.max()
-    new_obj = (obj + num / (den + reg)).astype(obj.dtype)
+    # in place on the folded sums (object-sized: no temporaries), the same numbers
+    den += reg
+    num /= den
+    num += obj
+    new_obj = num.astype(obj.dtype)
     new_probe = probe
     if update_probe:
         preg = regularisation * pden.max()

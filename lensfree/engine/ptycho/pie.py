@@ -52,7 +52,7 @@ def pie_iteration(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
         probe_j = probe
         if shifted[j]:  # the probe changed at the last position: its spectrum too
             probe_j = kernel.shift_probe(probe_spectrum(probe), ry[j], rx[j])
-        errors[j] = kernel.project(probe_j, patch, amp[j], amp_scaled[j],
+        errors[j] = kernel.project(probe_j, obj, y, x, amp[j], amp_scaled[j],
                                    None if invalid is None else invalid[j],
                                    shifted=bool(shifted[j]))
         dpsi = kernel.dpsi
