@@ -320,6 +320,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=5)
     ap.add_argument("--backends", default="local:1,local:2,dask:1,dask:2,mpi:1,mpi:2",
                     help="back end:workers pairs to time")
+    ap.add_argument("--cases", default="refine,fixed", help="timing cases: refine, fixed")
     ap.add_argument("--peer-iterations", type=int, default=50,
                     help="iterations of the side-by-side runs with PtyLab (0: skip)")
     ap.add_argument("--peer-positions", type=int, default=200)
@@ -337,7 +338,7 @@ def main() -> None:
         limit = two_ffts_per_position(n, size) * per_k
         rows.append({"what": "two FFTs per position (limit)", "workers": 1,
                      "seconds_per_iteration_per_1000": limit})
-        for case in ("refine", "fixed") if configs else ():
+        for case in args.cases.split(",") if configs else ():
             frames = os.path.join(tmp, f"scan-{case}.zarr")
             simulate_ptycho(frames, sp.PtychoSimParams(
                 n_positions=n, frame_size=size, position_error=1.0 if case == "refine" else 0,
@@ -350,6 +351,8 @@ def main() -> None:
                 except Exception as exc:  # say why, keep the rest of the table
                     rows.append({"what": what, "workers": workers, "error": str(exc)})
                     continue
+                print(f"{what} x{workers}: {t * per_k:.3f} s/iter/1000 ({t * per_k / limit:.1f}x "
+                      f"limit), root {rss:.0f} MB", flush=True)
                 rows.append({"what": what, "workers": workers,
                              "seconds_per_iteration_per_1000": t * per_k,
                              "root_max_rss_mb": rss,

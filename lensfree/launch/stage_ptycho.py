@@ -169,15 +169,21 @@ class PtychoStage(Stage):
                             "propagation": prop.kind, "object_pixel_m": _object_pixel(inp.scan)})
 
     def _start(self, ctx: Context, opts, inp: PtychoInput):
-        """(first iteration, object, probe, positions in px, errors) on the root."""
+        """(first iteration, object, probe, positions in px, errors, momentum or None) on
+        the root."""
         group, scan, p = ctx.group, inp.scan, opts.params.engine
         done = int(group.attrs.get("iterations_done", 0))
         if ctx.resumed and done > 0:
             log.info("resuming %s at iteration %d", ctx.run_path, done)
+            velocity = None
+            if "object_momentum" in group:
+                velocity = (np.asarray(group["object_momentum"][...]),
+                            np.asarray(group["probe_momentum"][...]))
             return (done, np.asarray(group["object"][...]), np.asarray(group["probe"][...]),
-                    scan.to_px(group["positions"][...]), np.asarray(group["errors"][...]))
+                    scan.to_px(group["positions"][...]), np.asarray(group["errors"][...]),
+                    velocity)
         return (0, np.ones(inp.shape, np.complex64), self._first_probe(opts, inp),
-                scan.positions_px.copy(), np.full(p.iterations, np.nan))
+                scan.positions_px.copy(), np.full(p.iterations, np.nan), None)
 
     @staticmethod
     def _first_probe(opts, inp: PtychoInput) -> np.ndarray:
@@ -200,11 +206,11 @@ class PtychoStage(Stage):
             frames = zarr.open_array(os.path.join(opts.frames, "frames"), mode="r")
             total = _total_power(frames, scan.store.mask)
             state = (*state, self._n_batches(opts, inp, scan.positions_px))
-        start, obj, probe, positions, errors, n_batches = ctx.bcast(state)
+        start, obj, probe, positions, errors, velocity, n_batches = ctx.bcast(state)
         initial = scan.positions_px
         obj, probe, positions, seconds = self._iterate(
             ctx, opts, inp, np.arange(n), inp.blocks, n_batches, start,
-            (obj, probe, positions), errors, total)
+            (obj, probe, positions, velocity), errors, total)
         frc = (self._split_frc(ctx, opts, inp, n_batches) if opts.params.split_frc
                else None)
         if not ctx.is_root:
@@ -240,12 +246,16 @@ class PtychoStage(Stage):
                  state, errors, total):
         """Iterations ``start..`` over the positions ``index`` (frame indices) cut into
         ``blocks`` (indices into ``index``), each block's positions dealt into
-        ``n_batches`` batches; ``state`` (object, probe, positions (k, 2) px).
+        ``n_batches`` batches; ``state`` (object, probe, positions (k, 2) px, momentum:
+        the object's and probe's velocities, or None to start from rest).
         With ``errors`` (the whole scan) each iteration's error is kept and checkpoints are
         written; without (a half of the scan) nothing is written."""
         scan, p = inp.scan, opts.params.engine
         h, w = scan.store.frame_shape
-        obj, probe, positions = state
+        obj, probe, positions, velocity = state
+        momentum = p.momentum if p.engine in ("parallel", "lsqml") else 0.0
+        if momentum and velocity is None:
+            velocity = (np.zeros_like(obj), np.zeros_like(probe))
         initial = scan.positions_px[index]
         batches = batching.split_batches(blocks, min(n_batches, len(index)))
         seconds = []
@@ -255,6 +265,7 @@ class PtychoStage(Stage):
             update_probe = it >= p.probe_start
             crops, fractions = pt.corners(positions, inp.origin, inp.shape, (h, w))
             if p.engine in ("parallel", "lsqml"):
+                before = (obj, probe)
                 err, steps = 0.0, np.zeros((len(index), 2))
                 for g, batch in enumerate(batches):
                     shared = Shared(opts.frames, scan.store.mask, batch, index, obj, probe,
@@ -278,6 +289,9 @@ class PtychoStage(Stage):
                     refine=refine, propagator=scan.propagator)
                 err = float(e.sum())
             if ctx.is_root:
+                if momentum and it >= p.probe_start:
+                    obj, probe, velocity = pt.momentum_step(obj, probe, before, velocity,
+                                                            momentum, update_probe)
                 if refine:
                     positions = pt.refine_positions(
                         positions, steps, initial, gain=p.refine_gain, max_step=p.max_step,
@@ -287,7 +301,8 @@ class PtychoStage(Stage):
                     errors[it] = err / total
                     done = it + 1
                     if done % opts.params.checkpoint_every == 0 or done == p.iterations:
-                        _checkpoint(ctx.group, scan, obj, probe, positions, errors, done)
+                        _checkpoint(ctx.group, scan, obj, probe, positions, errors, done,
+                                    velocity)
             obj, probe, positions = ctx.bcast((obj, probe, positions))
             seconds.append(time.perf_counter() - t0)
         return obj, probe, positions, seconds
@@ -309,7 +324,8 @@ class PtychoStage(Stage):
             blocks = tuple(position_blocks(local, min(nb, len(index))))
             obj, probe, positions, _ = self._iterate(
                 ctx, opts, inp, index, blocks, max(1, n_batches // 2), 0,
-                (np.ones(inp.shape, np.complex64), first.copy(), local.copy()), None, None)
+                (np.ones(inp.shape, np.complex64), first.copy(), local.copy(), None), None,
+                None)
             halves.append((obj, probe, positions))
         if not ctx.is_root:
             return None
@@ -383,9 +399,12 @@ class PtychoStage(Stage):
 STAGE = PtychoStage()
 
 
-def _checkpoint(group, scan, obj, probe, positions, errors, done: int) -> None:
+def _checkpoint(group, scan, obj, probe, positions, errors, done: int, velocity=None) -> None:
     group["object"][...] = obj
     group["probe"][...] = probe
+    if velocity is not None:  # the momentum, for a resumed run to go on as this one
+        runstore.write_array(group, "object_momentum", velocity[0])
+        runstore.write_array(group, "probe_momentum", velocity[1])
     runstore.write_array(group, "positions", scan.to_unit(positions))
     group["errors"][:done] = errors[:done]
     group.attrs["iterations_done"] = done  # last: the checkpoint is whole

@@ -246,3 +246,22 @@ def test_tree_folded_partials_equal_the_ordered_fold(scan):
         steps[b] = r.steps
     np.testing.assert_array_equal(tree.per_position(len(scan.positions)), steps)
     assert tree.error == pytest.approx(sum(r.error.sum() for r in res), rel=1e-12)
+
+
+def test_momentum_moves_on_by_the_velocity():
+    """mPIE's momentum: from rest the step is the gain times the iteration's change; the
+    velocity keeps FRICTION of its last value; a held probe is left as it is."""
+    from lensfree.engine.ptycho.parallel import FRICTION
+
+    rng = np.random.default_rng(0)
+    before = (rng.normal(size=(8, 8)).astype(np.complex64),
+              rng.normal(size=(1, 4, 4)).astype(np.complex64))
+    obj, probe = before[0] + 1, before[1] + 2
+    rest = (np.zeros_like(obj), np.zeros_like(probe))
+    o, p, (vo, vp) = pt.momentum_step(obj, probe, before, rest, 0.5, True)
+    np.testing.assert_allclose(o, obj + 0.5, rtol=1e-6)
+    np.testing.assert_allclose(p, probe + 1.0, rtol=1e-6)
+    o2, p2, (vo2, _) = pt.momentum_step(o, probe, (o, probe), (vo, vp), 0.5, False)
+    np.testing.assert_allclose(vo2, FRICTION * vo, rtol=1e-6)
+    np.testing.assert_allclose(o2, o + 0.5 * FRICTION, rtol=1e-6)
+    assert p2 is probe

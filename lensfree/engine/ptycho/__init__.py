@@ -42,7 +42,7 @@ P. Dwivedi et al., Ultramicroscopy 192, 29 (2018) (gradient position correction)
 
 from lensfree.engine.ptycho.geometry import corners, illumination, in_frame, object_frame
 from lensfree.engine.ptycho.kernel import PositionKernel, prepare_amplitudes
-from lensfree.engine.ptycho.parallel import BlockResult, apply_update, block_update
+from lensfree.engine.ptycho.parallel import BlockResult, apply_update, block_update, momentum_step
 from lensfree.engine.ptycho.params import ENGINES, PtychoParams
 from lensfree.engine.ptycho.pie import pie_iteration
 from lensfree.engine.ptycho.positions import refine_positions
@@ -53,6 +53,7 @@ from lensfree.engine.ptycho.score import Score, object_error, position_error, sc
 __all__ = ["BlockResult", "ENGINES", "PROPAGATIONS", "PositionKernel", "Propagator",
            "PtychoParams", "Score", "fresnel_scaling",
            "apply_update", "block_update", "corners", "illumination", "in_frame",
-           "initial_probe", "object_error", "object_frame", "orthogonalise_modes",
+           "initial_probe", "momentum_step", "object_error", "object_frame",
+           "orthogonalise_modes",
            "pie_iteration", "position_error", "prepare_amplitudes", "refine_positions",
            "score"]

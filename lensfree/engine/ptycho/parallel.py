@@ -149,3 +149,21 @@ def apply_update(obj: np.ndarray, probe: np.ndarray, results, *, update_probe: b
         preg = regularisation * pden.max()
         new_probe = orthogonalise_modes((probe + pnum / (pden + preg)).astype(probe.dtype))
     return new_obj, new_probe
+
+
+#: the momentum's memory (mPIE's friction, Maiden, Johnson & Li 2017)
+FRICTION = 0.7
+
+
+def momentum_step(obj, probe, before, velocity, gain: float, update_probe: bool):
+    """mPIE's momentum on a whole iteration of the block engines: ``v = (X - X_0) +
+    FRICTION v`` and ``X += gain v`` for the object (and the probe while it is updated),
+    ``X_0`` the state the iteration started from (``before``). Returns
+    ``(object, probe, velocity)``, new arrays."""
+    v_obj = (obj - before[0]) + np.float32(FRICTION) * velocity[0]
+    obj = obj + np.float32(gain) * v_obj
+    v_probe = velocity[1]
+    if update_probe:
+        v_probe = (probe - before[1]) + np.float32(FRICTION) * velocity[1]
+        probe = orthogonalise_modes(probe + np.float32(gain) * v_probe)
+    return obj, probe, (v_obj, v_probe)

@@ -34,6 +34,10 @@ class PtychoParams:
     regularisation : parallel form: ``O = (num + r O_old) / (den + r)``, ``r`` this
         fraction of the batch's ``max(den)``; keeps weakly lit pixels from blowing up
         (as rPIE's denominator does).
+    momentum : parallel and LSQML: after every iteration from ``probe_start`` the object
+        and probe move on by this gain times their velocity, the iteration's change plus
+        0.7 times the last velocity (mPIE's momentum, Maiden, Johnson & Li 2017, taken
+        once an iteration; 0 turns it off).
     refine_positions, refine_start, refine_every : refine every position every
         ``refine_every`` iterations from iteration ``refine_start``.
     refine_gain, max_step : ``dr <- clip(gain * dr, -max_step, max_step)`` px per update.
@@ -60,6 +64,9 @@ class PtychoParams:
     regularisation: float = param(0.05, "parallel/LSQML: weight of the old object, as a "
                                   "fraction of the batch's largest illumination",
                                   check=non_negative)
+    momentum: float = param(0.0, "parallel/LSQML: gain of mPIE's momentum on each iteration's "
+                            "change of object and probe (0: none)",
+                            check=within(0, 1, closed="both"))
     refine_positions: bool = param(False, "refine every position", action="store_true")
     refine_start: int = param(10, "refine positions from this iteration", check=at_least(0))
     refine_every: int = param(1, "refine positions every k iterations", check=at_least(1))
