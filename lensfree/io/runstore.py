@@ -8,6 +8,7 @@ it. One process writes a store at a time (`lock`).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 import uuid
@@ -158,6 +159,22 @@ def write_array(group: zarr.Group, name: str, data, *, chunks=None, dims=None) -
     data = np.asarray(data)
     return create_array(group, name, data=data, chunks=chunks or data.shape or "auto",
                         overwrite=True, dims=dims)
+
+
+def write_together(writes) -> None:
+    """Write ``(array, selection, value)`` items in one pass of zarr's event loop.
+
+    Each zarr write on its own costs about 1 ms of CPU in zarr's machinery (a round trip
+    to its event-loop thread), more than compressing a 256^2 phasing object; four writes
+    together cost about one. They have all finished when this returns, so a completion
+    marker written after it follows every one of them.
+    """
+    from zarr.core.sync import sync
+
+    async def together():
+        await asyncio.gather(*(a.async_array.setitem(sel, v) for a, sel, v in writes))
+
+    sync(together())
 
 
 def _now() -> str:

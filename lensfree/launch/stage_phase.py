@@ -24,7 +24,6 @@ A rerun with the same parameters skips finished generations and finished members
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
-from zarr.core.sync import sync as zarr_sync
 
 from lensfree.engine import ghio, phasing
 from lensfree.engine.cdip import CdipParams
@@ -170,24 +168,12 @@ def phase_member(task: tuple[int, int], shared: _Shared) -> tuple[float, dict]:
             seed=ghio.member_seed(p.seed, g, m), previous=previous, guide=shared.guide)
     with clock("write"):
         objs, sups, prefix = _slot(group, g, p.generations)
-        _store([(objs, (*prefix, m), rho.astype(np.complex64)), (sups, (*prefix, m), support),
-                (group["r_fourier"], (g, m), errors.r_fourier),
-                (group["e_support"], (g, m), errors.e_support)])
+        runstore.write_together([(objs, (*prefix, m), rho.astype(np.complex64)),
+                                 (sups, (*prefix, m), support),
+                                 (group["r_fourier"], (g, m), errors.r_fourier),
+                                 (group["e_support"], (g, m), errors.e_support)])
         group["member_errors"][g, m] = errors.final_r_fourier  # completion marker, last
     return float(errors.final_r_fourier), clock.seconds
-
-
-def _store(writes) -> None:
-    """Write ``(array, selection, value)`` items in one pass of zarr's event loop.
-
-    Each zarr write on its own costs about 1 ms of CPU in zarr's machinery (a round trip
-    to its event-loop thread), more than compressing a 256^2 object; one member's four
-    writes together cost about one. They finish before this returns.
-    """
-    async def together():
-        await asyncio.gather(*(a.async_array.setitem(sel, v) for a, sel, v in writes))
-
-    zarr_sync(together())
 
 
 def read_phasing_input(run_path: str, support_threshold: float):

@@ -41,6 +41,7 @@ from lensfree.engine import ptycho as pt
 from lensfree.engine.params import at_least, check_fields, optional, param, positive
 from lensfree.engine.ptycho import batches as batching
 from lensfree.engine.ptycho import lsqml
+from lensfree.engine.ptycho.parallel import fold
 from lensfree.engine.ptycho.sums import combine
 from lensfree.errors import LensfreeError
 from lensfree.io import frames as frame_io
@@ -351,7 +352,7 @@ class PtychoStage(Stage):
         sums = self._reduce(ctx, shared, it, p.iterations, tag)
         obj, probe = shared.obj, shared.probe
         if p.engine == "lsqml":
-            folded = lsqml.fold(obj.shape, probe.shape, [sums]) if ctx.is_root else None
+            folded = fold(obj.shape, probe.shape, [sums]) if ctx.is_root else None
             dobj, dprobe = ctx.bcast(lsqml.directions(
                 obj, probe, folded, update_probe=update_probe,
                 regularisation=p.regularisation) if ctx.is_root else None)

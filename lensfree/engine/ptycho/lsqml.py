@@ -27,7 +27,7 @@ import numpy as np
 
 from lensfree.engine.ptycho.geometry import is_shifted, ramp_factors
 from lensfree.engine.ptycho.kernel import PositionKernel, scaled_amplitudes
-from lensfree.engine.ptycho.parallel import Sums, add_box, fold  # noqa: F401  (pass 1 is parallel's)
+from lensfree.engine.ptycho.parallel import Sums, add_box
 from lensfree.engine.ptycho.probe import orthogonalise_modes, probe_spectrum
 
 #: Tikhonov damping of the 2x2 step system, relative to its diagonal (Odstrcil's 0.1 is
