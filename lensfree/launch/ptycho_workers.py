@@ -1,5 +1,6 @@
-"""Stage 4's worker side: a block's amplitudes (read once per process, kept), and one
-leaf of an iteration's reduction (:func:`ptycho_block`)."""
+"""Stage 4's worker side: a block's amplitudes (read once per process, kept), the
+difference map's exit waves (:class:`ExitWaves`), and one leaf of an iteration's
+reduction (:func:`ptycho_block`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import zarr
 
 from lensfree.engine import ptycho as pt
-from lensfree.engine.ptycho import lsqml
+from lensfree.engine.ptycho import dm, lsqml
 from lensfree.engine.ptycho.sums import Partial
 
 #: bytes of amplitudes a worker process keeps between iterations (LRU over blocks)
@@ -51,6 +52,71 @@ def block_amplitudes(path: str, mask: np.ndarray, index: np.ndarray, centred: bo
 
 
 @dataclass(frozen=True)
+class ExitWaves:
+    """Where the difference map's exit waves live between iterations: the run store's
+    ``ptycho/exit_waves`` (slot, block, position in the block, M, h, w), one chunk per
+    slot and block, so that a block's task is the only writer of its chunk and writes it
+    whole (one chunk per position cost zarr about a millisecond each). An iteration reads
+    the slot the last one wrote and writes another (never the one the last checkpoint
+    names), so a retried task reads what its first attempt read, and a checkpoint's exit
+    waves stay whole until the next checkpoint. A process keeps the exit waves it wrote
+    (:func:`load_exits`), so a block that runs where it ran last reads nothing."""
+
+    path: str              # the exit_waves array
+    lineage: str           # one run of iterations: no cache entry of another is read
+    read: int | None       # slot holding the exit waves after `version` iterations (None:
+    version: int           # they start as P O_j)
+    write: int             # slot this iteration writes
+    alpha: float = 1.0
+    probe_pass: bool = False  # the overlap projection's probe half: read `write`, no write
+
+
+_exit_cache: OrderedDict = OrderedDict()
+_exit_arrays: dict = {}
+
+
+def _exit_array(waves: ExitWaves):
+    key = (waves.path, waves.lineage)
+    with _amplitude_lock:
+        arr = _exit_arrays.get(key)
+        if arr is None:
+            _exit_arrays.clear()  # one run's array at a time
+            arr = _exit_arrays[key] = zarr.open_array(waves.path, mode="r+")
+    return arr
+
+
+def load_exits(waves: ExitWaves, block: int, version: int, slot: int | None, *,
+               take: bool) -> np.ndarray | None:
+    """Block ``block``'s exit waves after ``version`` iterations, (block size padded, M,
+    h, w): this process's own copy when it wrote that version (``take``: removed from the
+    cache, as the caller updates it in place), else the store's ``slot``; None when
+    ``slot`` is None (they start as ``P O_j``)."""
+    if slot is None:
+        return None
+    key = (waves.lineage, block)
+    with _amplitude_lock:
+        hit = _exit_cache.get(key)
+        if hit is not None and hit[0] == version:
+            if take:
+                del _exit_cache[key]
+            return hit[1]
+    return np.asarray(_exit_array(waves)[slot, block])
+
+
+def store_exits(waves: ExitWaves, block: int, version: int, exits: np.ndarray) -> None:
+    """Block ``block``'s ``exits`` (after ``version`` iterations) into the store's slot
+    ``waves.write`` and this process's cache (LRU, `AMPLITUDE_CACHE_BYTES` of its own)."""
+    _exit_array(waves)[waves.write, block] = exits
+    key = (waves.lineage, block)
+    with _amplitude_lock:
+        _exit_cache[key] = (version, exits)
+        _exit_cache.move_to_end(key)
+        total = sum(e.nbytes for _, e in _exit_cache.values())
+        while total > AMPLITUDE_CACHE_BYTES and len(_exit_cache) > 1:
+            total -= _exit_cache.popitem(last=False)[1][1].nbytes
+
+
+@dataclass(frozen=True)
 class Shared:
     path: str
     mask: np.ndarray
@@ -64,6 +130,7 @@ class Shared:
     propagator: pt.Propagator
     dobj: np.ndarray | None = None     # LSQML's second pass: the directions
     dprobe: np.ndarray | None = None
+    exits: ExitWaves | None = None     # the difference map's
 
 
 def ptycho_block(task: tuple[int, int], shared: Shared) -> Partial:
@@ -75,6 +142,8 @@ def ptycho_block(task: tuple[int, int], shared: Shared) -> Partial:
     amp, valid = block_amplitudes(shared.path, shared.mask, shared.index[index],
                                    shared.propagator.centred_frames)
     args = (shared.crops[index], shared.fractions[index], amp, valid)
+    if shared.exits is not None:
+        return _dm_block(shared, b, index, args)
     if shared.dobj is not None:
         result = lsqml.step_block(shared.obj, shared.probe, shared.dobj, shared.dprobe, *args,
                                   propagator=shared.propagator)
@@ -84,3 +153,23 @@ def ptycho_block(task: tuple[int, int], shared: Shared) -> Partial:
     return Partial.of(result, index)
 
 
+def _dm_block(shared: Shared, b: int, index: np.ndarray, args) -> Partial:
+    """The difference map's leaf: block ``b``'s exit-wave update and the object's sums, or
+    (the probe pass) the probe's sums against the object just projected."""
+    waves = shared.exits
+    k = len(index)
+    if waves.probe_pass:
+        exits = load_exits(waves, b, waves.version, waves.write, take=False)
+        probe_num, probe_den = dm.dm_probe_block(shared.obj, shared.probe, exits[:k],
+                                                 *args[:2], propagator=shared.propagator)
+        return Partial({}, None, probe_num, probe_den, 0.0, np.asarray(index), None)
+    exits = load_exits(waves, b, waves.version, waves.read, take=True)
+    first = exits is None
+    if first:  # padded to the chunk, so that the store writes it whole
+        m, h, w = shared.probe.shape
+        exits = np.zeros((_exit_array(waves).shape[2], m, h, w), shared.probe.dtype)
+    result = dm.dm_block(shared.obj, shared.probe, exits[:k], *args, first=first,
+                         alpha=waves.alpha, refine=shared.refine,
+                         propagator=shared.propagator)
+    store_exits(waves, b, waves.version + 1, exits)
+    return Partial.of(result, index)

@@ -12,7 +12,14 @@ iterations (`block_amplitudes`). The
 blocks' sums are plain sums folded in the back end's fixed tree (`sums.combine`, the same
 numbers on every back end and worker count), so the root holds one object-sized partial
 whatever the number of positions; it updates object, probe and positions and broadcasts
-them. ePIE and rPIE are serial and run on the root.
+them. ePIE and rPIE are serial and run on the root. The difference map (``--engine dm``)
+runs one batch an iteration as two reductions: every block updates its positions' exit
+waves and returns the object's sums, the root projects the object; then (from
+``--probe-start``) every block returns the probe's sums against that object and the root
+projects the probe (`engine.ptycho.dm`). Its exit waves are per-position state that
+outlives the iteration: they live in the run store (below), every process keeps those it
+wrote (`ptycho_workers.ExitWaves`), and a block's task, wherever it runs, reads the
+version the last iteration wrote.
 
 Store layout (``RUN.zarr/ptycho/``, DESIGN.md): ``object`` (oy, ox) complex64, ``probe``
 (modes, h, w) complex64, ``positions`` (N, 2) refined and ``positions_initial`` (N, 2),
@@ -23,8 +30,18 @@ store's or ``--propagation``), ``object_pixel_m`` (metres per object pixel, None
 geometry is unknown), ``iterations_done`` (the checkpoint), then ``complete``; with
 ``--split-frc`` also ``frc``, ``frc_threshold``, ``frc_frequency`` (cycles per object
 pixel) and attrs ``frc_resolution_px`` / ``frc_resolution_m`` (full period at the half-bit
-crossing; 2 px when it never crosses).
-A rerun with the same parameters resumes from the last checkpoint.
+crossing; 2 px when it never crosses). With ``--engine dm`` also ``exit_waves``
+(3, blocks, largest block, modes, h, w) complex64, uncompressed, one chunk per slot and
+block (the block's positions in `position_blocks` order, zero-padded; each block's task
+the only writer of its chunk): three slots, an iteration reading the one the last
+iteration wrote and writing one that is neither that nor the last checkpoint's, which the
+checkpoint names in attrs ``exit_waves_slot`` and ``exit_waves_iteration`` (the
+iterations done whose exit waves it holds). A rerun with the same parameters resumes
+from the last checkpoint; the difference map resumes with that checkpoint's exit waves,
+and where the attrs do not name them (the run stopped between writing them and
+``iterations_done``, or once ``--split-frc`` had begun, whose halves rewrite the array
+with their own blocks) they start again as ``P O_j`` (logged), never from another
+iteration's.
 """
 
 from __future__ import annotations
@@ -32,6 +49,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -40,7 +58,7 @@ import zarr
 from lensfree.engine import ptycho as pt
 from lensfree.engine.params import at_least, check_fields, optional, param, positive
 from lensfree.engine.ptycho import batches as batching
-from lensfree.engine.ptycho import lsqml
+from lensfree.engine.ptycho import dm, lsqml
 from lensfree.engine.ptycho.parallel import fold
 from lensfree.engine.ptycho.sums import combine
 from lensfree.errors import LensfreeError
@@ -51,7 +69,7 @@ from lensfree.io.scan import load_npz_scan as load_npz_scan  # moved there, kept
 from lensfree.io.scan import simulate_ptycho as simulate_ptycho
 from lensfree.io.scan import write_ptycho_frames as write_ptycho_frames
 from lensfree.launch.backends import Backend
-from lensfree.launch.ptycho_workers import Shared, block_amplitudes, ptycho_block
+from lensfree.launch.ptycho_workers import ExitWaves, Shared, block_amplitudes, ptycho_block
 from lensfree.launch.stage import Context, Execution, Stage, run_stage
 from lensfree.partitioning import position_blocks
 
@@ -59,6 +77,9 @@ log = logging.getLogger(__name__)
 
 #: positions per block to aim for when the number of blocks is not given
 TARGET_BLOCK_POSITIONS = 64
+#: slots of the difference map's stored exit waves: the last iteration's, the last
+#: checkpoint's and the one being written
+EXIT_SLOTS = 3
 
 
 @dataclass(frozen=True)
@@ -164,14 +185,17 @@ class PtychoStage(Stage):
         runstore.create_array(group, "errors", shape=(n,), chunks=(n,), dtype=np.float64,
                            fill_value=np.nan)
         runstore.write_array(group, "positions_initial", inp.scan.positions)  # as stored
+        if p.engine == "dm":
+            _exit_waves_array(group, inp.blocks, (m, h, w))
         prop = inp.scan.propagator
         group.attrs.update({"object_origin": [float(o) for o in inp.origin],
                             "positions_unit": inp.scan.unit, "iterations_done": 0,
                             "propagation": prop.kind, "object_pixel_m": _object_pixel(inp.scan)})
 
     def _start(self, ctx: Context, opts, inp: PtychoInput):
-        """(first iteration, object, probe, positions in px, errors, momentum or None) on
-        the root."""
+        """(first iteration, object, probe, positions in px, errors, momentum or None, the
+        slot of the difference map's exit waves after the first iteration's predecessor or
+        None) on the root."""
         group, scan, p = ctx.group, inp.scan, opts.params.engine
         done = int(group.attrs.get("iterations_done", 0))
         if ctx.resumed and done > 0:
@@ -180,11 +204,18 @@ class PtychoStage(Stage):
             if "object_momentum" in group:
                 velocity = (np.asarray(group["object_momentum"][...]),
                             np.asarray(group["probe_momentum"][...]))
+            slot = None
+            if p.engine == "dm":
+                slot = group.attrs.get("exit_waves_slot")
+                if slot is None or group.attrs.get("exit_waves_iteration") != done:
+                    slot = None
+                    log.warning("%s: the stored exit waves are not those of iteration %d: "
+                                "they start again as P O", ctx.run_path, done)
             return (done, np.asarray(group["object"][...]), np.asarray(group["probe"][...]),
                     scan.to_px(group["positions"][...]), np.asarray(group["errors"][...]),
-                    velocity)
+                    velocity, slot)
         return (0, np.ones(inp.shape, np.complex64), self._first_probe(opts, inp),
-                scan.positions_px.copy(), np.full(p.iterations, np.nan), None)
+                scan.positions_px.copy(), np.full(p.iterations, np.nan), None, None)
 
     @staticmethod
     def _first_probe(opts, inp: PtychoInput) -> np.ndarray:
@@ -207,11 +238,11 @@ class PtychoStage(Stage):
             frames = zarr.open_array(os.path.join(opts.frames, "frames"), mode="r")
             total = _total_power(frames, scan.store.mask)
             state = (*state, self._n_batches(opts, inp, scan.positions_px))
-        start, obj, probe, positions, errors, velocity, n_batches = ctx.bcast(state)
+        start, obj, probe, positions, errors, velocity, slot, n_batches = ctx.bcast(state)
         initial = scan.positions_px
         obj, probe, positions, seconds = self._iterate(
             ctx, opts, inp, np.arange(n), inp.blocks, n_batches, start,
-            (obj, probe, positions, velocity), errors, total)
+            (obj, probe, positions, velocity, slot), errors, total)
         frc = (self._split_frc(ctx, opts, inp, n_batches) if opts.params.split_frc
                else None)
         if not ctx.is_root:
@@ -237,7 +268,7 @@ class PtychoStage(Stage):
         """The block engines' batches per iteration: the parameter, else from the overlap
         of the starting probe at the recorded positions (the same on a resumed run)."""
         p = opts.params.engine
-        if p.batches is not None or p.engine not in ("parallel", "lsqml"):
+        if p.batches is not None or p.engine not in ("parallel", "lsqml"):  # dm: one
             return p.batches or 1
         probe = PtychoStage._first_probe(opts, inp)
         return batching.default_batches(batching.scan_overlap(positions, probe),
@@ -248,12 +279,14 @@ class PtychoStage(Stage):
         """Iterations ``start..`` over the positions ``index`` (frame indices) cut into
         ``blocks`` (indices into ``index``), each block's positions dealt into
         ``n_batches`` batches; ``state`` (object, probe, positions (k, 2) px, momentum:
-        the object's and probe's velocities, or None to start from rest).
+        the object's and probe's velocities, or None to start from rest, and the slot of
+        the difference map's exit waves of iteration ``start``, or None: ``P O``).
         With ``errors`` (the whole scan) each iteration's error is kept and checkpoints are
         written; without (a half of the scan) nothing is written."""
         scan, p = inp.scan, opts.params.engine
         h, w = scan.store.frame_shape
-        obj, probe, positions, velocity = state
+        obj, probe, positions, velocity, slot = state
+        exits = ctx.bcast(uuid.uuid4().hex if ctx.is_root else None), slot, slot
         momentum = p.momentum if p.engine in ("parallel", "lsqml") else 0.0
         if momentum and velocity is None:
             velocity = (np.zeros_like(obj), np.zeros_like(probe))
@@ -279,6 +312,11 @@ class PtychoStage(Stage):
                             steps += s
                     if len(batches) > 1:
                         obj, probe = ctx.bcast((obj, probe))
+            elif p.engine == "dm":
+                shared = Shared(opts.frames, scan.store.mask, batches[0], index, obj, probe,
+                                crops, fractions, refine, scan.propagator)
+                obj, probe, err, steps, exits = self._dm_iteration(
+                    ctx, p, shared, update_probe, exits, it, len(index))
             elif ctx.is_root:
                 amp, valid = block_amplitudes(opts.frames, scan.store.mask, index,
                                                scan.propagator.centred_frames)
@@ -303,7 +341,10 @@ class PtychoStage(Stage):
                     done = it + 1
                     if done % opts.params.checkpoint_every == 0 or done == p.iterations:
                         _checkpoint(ctx.group, scan, obj, probe, positions, errors, done,
-                                    velocity)
+                                    velocity, None if p.engine != "dm" else exits[1])
+            if p.engine == "dm" and errors is not None and (
+                    (it + 1) % opts.params.checkpoint_every == 0 or it + 1 == p.iterations):
+                exits = (exits[0], exits[1], exits[1])  # the checkpoint's slot, kept
             obj, probe, positions = ctx.bcast((obj, probe, positions))
             seconds.append(time.perf_counter() - t0)
         return obj, probe, positions, seconds
@@ -317,16 +358,20 @@ class PtychoStage(Stage):
         scan = inp.scan
         n = scan.store.n_frames
         first = ctx.bcast(self._first_probe(opts, inp) if ctx.is_root else None)
+        if ctx.is_root and "exit_waves" in ctx.group:  # each half has its own blocks
+            ctx.group.attrs["exit_waves_slot"] = None
         halves = []
         for half in (0, 1):
             index = np.arange(half, n, 2)
             local = scan.positions_px[index]
             nb = max(1, len(inp.blocks) // 2)
             blocks = tuple(position_blocks(local, min(nb, len(index))))
+            if ctx.is_root and "exit_waves" in ctx.group:
+                _exit_waves_array(ctx.group, blocks, first.shape)
             obj, probe, positions, _ = self._iterate(
                 ctx, opts, inp, index, blocks, max(1, n_batches // 2), 0,
-                (np.ones(inp.shape, np.complex64), first.copy(), local.copy(), None), None,
-                None)
+                (np.ones(inp.shape, np.complex64), first.copy(), local.copy(), None, None),
+                None, None)
             halves.append((obj, probe, positions))
         if not ctx.is_root:
             return None
@@ -369,6 +414,34 @@ class PtychoStage(Stage):
                                          regularisation=p.regularisation)
         return obj, probe, sums.error, sums.per_position(n) if shared.refine else None
 
+    def _dm_iteration(self, ctx: Context, p: pt.PtychoParams, shared: Shared,
+                      update_probe: bool, exits: tuple, it: int, n: int):
+        """One iteration of the difference map: the exit waves and the object's overlap
+        projection, then (``update_probe``) the probe's against the new object. ``exits``:
+        (lineage, slot of the last iteration's exit waves or None, the last checkpoint's
+        slot or None); returns ``(object, probe, Fourier error, position steps (n, 2) or
+        None, exits)`` (the root's; the other processes get their own object and probe)."""
+        lineage, read, keep = exits
+        write = min(set(range(EXIT_SLOTS)) - {read, keep})
+        waves = ExitWaves(os.path.join(ctx.run_path, self.group, "exit_waves"), lineage, read,
+                          it, write, p.object_step)
+        tag = f"{it:04d}"
+        sums = self._reduce(ctx, replace(shared, exits=waves), it, p.iterations, tag, "dm")
+        obj, probe = shared.obj, shared.probe
+        if ctx.is_root:
+            obj, _ = pt.apply_update(obj, probe, [sums], update_probe=False,
+                                     regularisation=p.regularisation)
+        if update_probe:
+            obj = ctx.bcast(obj)
+            probe_sums = self._reduce(
+                ctx, replace(shared, obj=obj, exits=replace(waves, version=it + 1,
+                                                            probe_pass=True)),
+                it, p.iterations, tag, "probe")
+            if ctx.is_root:
+                probe = dm.project_probe(probe, [probe_sums], regularisation=p.regularisation)
+        steps = sums.per_position(n) if shared.refine else None
+        return obj, probe, sums.error, steps, (lineage, write, keep)
+
     @staticmethod
     def _reduce(ctx: Context, shared: Shared, it: int, iterations: int, tag: str,
                 part: str = "sums"):
@@ -400,7 +473,19 @@ class PtychoStage(Stage):
 STAGE = PtychoStage()
 
 
-def _checkpoint(group, scan, obj, probe, positions, errors, done: int, velocity=None) -> None:
+def _exit_waves_array(group, blocks, probe_shape) -> None:
+    """The difference map's ``exit_waves`` for ``blocks`` (replacing any): one chunk per
+    slot and block, uncompressed (written and read again every iteration)."""
+    size = max(len(b) for b in blocks)
+    runstore.create_array(group, "exit_waves", shape=(EXIT_SLOTS, len(blocks), size,
+                                                      *probe_shape),
+                          chunks=(1, 1, size, *probe_shape), dtype=np.complex64,
+                          compressors=None, fill_value=0, overwrite=True,
+                          dims=("slot", "block", "position", "mode", "y", "x"))
+
+
+def _checkpoint(group, scan, obj, probe, positions, errors, done: int, velocity=None,
+                exit_slot: int | None = None) -> None:
     group["object"][...] = obj
     group["probe"][...] = probe
     if velocity is not None:  # the momentum, for a resumed run to go on as this one
@@ -408,6 +493,8 @@ def _checkpoint(group, scan, obj, probe, positions, errors, done: int, velocity=
         runstore.write_array(group, "probe_momentum", velocity[1])
     runstore.write_array(group, "positions", scan.to_unit(positions))
     group["errors"][:done] = errors[:done]
+    if exit_slot is not None:  # the difference map's exit waves of this checkpoint
+        group.attrs.update({"exit_waves_slot": exit_slot, "exit_waves_iteration": done})
     group.attrs["iterations_done"] = done  # last: the checkpoint is whole
 
 

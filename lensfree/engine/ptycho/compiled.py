@@ -22,7 +22,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["accumulate", "exit_waves", "fourier_project", "shift_spectrum"]
+__all__ = ["accumulate", "dm_exit", "dm_probe_sums", "dm_reflect", "exit_waves",
+           "fourier_project", "shift_spectrum"]
 
 #: added to |F psi| before dividing by it: a zero spectrum pixel stays zero (not 0/0)
 TINY = np.float32(1e-30)
@@ -55,6 +56,52 @@ def exit_waves(probe, obj, y, x, psi):
             p, o, out = probe[k, i], obj[y + i, x:x + w], psi[k, i]
             for j in range(w):
                 out[j] = p[j] * o[j]
+
+
+@_jit
+def dm_reflect(probe, obj, y, x, exit_wave, first, alpha, model, psi):
+    """The difference map's field to project (M, h, w): ``model = probe * obj[y:y+h,
+    x:x+w]`` (``P O_j``), ``exit_wave = model`` when ``first`` (the exit waves start as
+    ``P O_j``), and ``psi = (1 + alpha) model - alpha exit_wave``."""
+    m, h, w = probe.shape
+    a1 = np.float32(1.0) + alpha
+    for k in range(m):
+        for i in range(h):
+            p, o, mo, e, out = (probe[k, i], obj[y + i, x:x + w], model[k, i],
+                                exit_wave[k, i], psi[k, i])
+            for j in range(w):
+                v = p[j] * o[j]
+                mo[j] = v
+                if first:
+                    e[j] = v
+                out[j] = a1 * v - alpha * e[j]
+
+
+@_jit
+def dm_exit(exit_wave, projected, model):
+    """``exit_wave += projected - model`` (M, h, w): the difference map's new exit waves."""
+    m, h, w = exit_wave.shape
+    for k in range(m):
+        for i in range(h):
+            e, p, mo = exit_wave[k, i], projected[k, i], model[k, i]
+            for j in range(w):
+                e[j] = e[j] + (p[j] - mo[j])
+
+
+@_jit
+def dm_probe_sums(exit_wave, probe, obj, y, x, probe_num, probe_den):
+    """The difference map's probe sums of one position against the new object:
+    ``probe_num += conj(O_j) (exit_wave - probe O_j)`` (M, h, w), ``probe_den += |O_j|^2``
+    (h, w), ``O_j = obj[y:y+h, x:x+w]``."""
+    m, h, w = probe.shape
+    for i in range(h):
+        o, pd = obj[y + i, x:x + w], probe_den[i]
+        for j in range(w):
+            pd[j] += o[j].real * o[j].real + o[j].imag * o[j].imag
+        for k in range(m):
+            e, p, pn = exit_wave[k, i], probe[k, i], probe_num[k, i]
+            for j in range(w):
+                pn[j] += o[j].conjugate() * (e[j] - p[j] * o[j])
 
 
 @_jit

@@ -61,7 +61,8 @@ class PositionKernel:
 
     Per position: :meth:`shift_probe` when it has a sub-pixel rest, then :meth:`project`,
     after which :attr:`psi` holds ``psi``, :attr:`psi_new` ``psi'`` and :attr:`dpsi`
-    ``psi' - psi``, then :meth:`object_gradient` and (when refining) :meth:`position_step`.
+    ``psi' - psi``, then :meth:`object_gradient` and (when refining) :meth:`position_step`
+    (:attr:`model` is the difference map's ``P O_j``, beside the field it projects).
     The arrays returned or left in the attributes are the kernel's buffers: valid until
     the next call. :meth:`cached` gives the calling thread's kernel of a shape, so that
     the binding is paid once per thread, not once per block.
@@ -73,8 +74,8 @@ class PositionKernel:
         self.fft = fftlib.get_fft2((h, w), dtype)
         self.prop = (propagator or Propagator()).bind((h, w), dtype)
         buffer = fftlib.empty_aligned
-        self.shifted, self.psi, self.dpsi, self.psi_new = (
-            buffer((m, h, w), dtype) for _ in range(4))
+        self.shifted, self.psi, self.dpsi, self.psi_new, self.model = (
+            buffer((m, h, w), dtype) for _ in range(5))
         self.ramp, self.work, self.chi_p = (buffer((h, w), dtype) for _ in range(3))
         self._diff, self._power = buffer((h, w), np.float32), buffer((h, w), np.float32)
         self._none = np.zeros((1, 1), bool)
@@ -136,8 +137,16 @@ class PositionKernel:
         residual : also write :attr:`dpsi` (a caller that takes ``psi' - psi`` in its own
             pass, :func:`compiled.accumulate`, saves one).
         """
+        compiled.exit_waves(probe, obj, y, x, self.psi)
+        return self.project_field(amp, amp_scaled, invalid, shifted=shifted,
+                                  residual=residual)
+
+    def project_field(self, amp: np.ndarray, amp_scaled: np.ndarray,
+                      invalid: np.ndarray | None, *, shifted: bool = False,
+                      residual: bool = True) -> float:
+        """:meth:`project` of the field already in :attr:`psi` (the difference map
+        projects ``2 P O_j - psi_j``, not the exit waves themselves)."""
         psi, spec = self.psi, self.psi_new
-        compiled.exit_waves(probe, obj, y, x, psi)
         near = self.prop.near
         if near:
             h_fwd, h_back = self.prop.transfers(self.ramp if shifted else None)

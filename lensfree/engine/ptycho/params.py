@@ -15,17 +15,21 @@ from lensfree.engine.params import (
     within,
 )
 
-ENGINES = ("epie", "rpie", "parallel", "lsqml")
+ENGINES = ("epie", "rpie", "parallel", "lsqml", "dm")
 
 
 @dataclass(frozen=True)
 class PtychoParams:
     """Reconstruction parameters.
 
-    engine : ``epie``, ``rpie`` (serial), ``parallel`` (blocks reduced every iteration) or
-        ``lsqml`` (the parallel form with each position's optimal step, two passes).
+    engine : ``epie``, ``rpie`` (serial), ``parallel`` (blocks reduced every iteration),
+        ``lsqml`` (the parallel form with each position's optimal step, two passes) or
+        ``dm`` (the difference map: every position's exit waves kept between iterations,
+        the overlap projection from the blocks' sums, one batch).
     alpha : object step. ePIE: ``alpha conj(P) dpsi / max|P|^2`` (1.0); rPIE: the
-        regularisation weight of its denominator (0.1 is Maiden 2017's choice).
+        regularisation weight of its denominator (0.1 is Maiden 2017's choice); DM:
+        ptypy's ``alpha``, the field projected being ``(1 + alpha) P O_j - alpha psi_j``
+        (1.0: the standard difference map).
     beta : probe step of ePIE/rPIE (1.0).
     probe_start : first iteration that updates the probe (the object settles first).
     batches : parallel and LSQML: every block's positions dealt into this many interleaved
@@ -33,7 +37,8 @@ class PtychoParams:
         positions per pixel in each, from the scan's overlap, :mod:`.batches`).
     regularisation : parallel form: ``O = (num + r O_old) / (den + r)``, ``r`` this
         fraction of the batch's ``max(den)``; keeps weakly lit pixels from blowing up
-        (as rPIE's denominator does).
+        (as rPIE's denominator does). DM: the same in its overlap projection (ptypy's
+        object and probe inertia).
     momentum : parallel and LSQML: after every iteration from ``probe_start`` the object
         and probe move on by this gain times their velocity, the iteration's change plus
         0.7 times the last velocity (mPIE's momentum, Maiden, Johnson & Li 2017, taken
@@ -49,12 +54,13 @@ class PtychoParams:
     """
 
     engine: str = param("parallel", "serial ePIE/rPIE, or blocks reduced every iteration "
-                        "(parallel, and LSQML with optimal steps)",
+                        "(parallel, LSQML with optimal steps, the difference map)",
                         choices=ENGINES, check=one_of(*ENGINES))
     iterations: int = param(100, "iterations", check=at_least(1))
     probe_modes: int = param(1, "incoherent probe modes", check=within(1, 16, closed="both"))
-    alpha: float | None = param(None, "object step", check=optional(within(0, 2, closed="hi")),
-                                default_help="ePIE 1, rPIE 0.1")
+    alpha: float | None = param(None, "object step (DM: ptypy's alpha)",
+                                check=optional(within(0, 2, closed="hi")),
+                                default_help="ePIE 1, rPIE 0.1, DM 1")
     beta: float = param(1.0, "ePIE/rPIE probe step", check=within(0, 2, closed="both"))
     probe_start: int = param(2, "first iteration updating the probe", check=at_least(0))
     batches: int | None = param(None, "parallel/LSQML: batches of interleaved positions "
@@ -79,6 +85,9 @@ class PtychoParams:
 
     def __post_init__(self):
         check_fields(self)
+        if self.engine == "dm" and self.batches not in (None, 1):
+            raise ValueError(f"batches={self.batches}: the difference map projects every "
+                             f"exit wave at once (one batch)")
 
     @property
     def object_step(self) -> float:
