@@ -22,8 +22,8 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["add_frame", "contract_last", "er_update", "frame_stats", "hio_update",
-           "modulus"]
+__all__ = ["add_frame", "breed_mean", "contract_last", "er_update", "frame_stats",
+           "hio_update", "modulus"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -158,3 +158,29 @@ def contract_last(kernel, rows):
             for i in range(m):
                 out[r, i] += transposed[j, i] * value
     return np.ascontiguousarray(out.T)
+
+
+@numba.njit(**_PHASING)
+def breed_mean(member, best, out):
+    """GHIO's offspring pixel by pixel (:func:`lensfree.engine.ghio.breed`): ``out <-
+    sqrt(|g_k| |g_b|) p``, ``p`` the unit sum of the two unit phasors ``u_k + u_b``, or
+    ``u_b`` where that sum is below 1e-6 (``u = g / |g|``, 0 for a zero ``g_k``, 1 for a
+    zero ``g_b``). complex64, 1D, C-contiguous; float32 arithmetic throughout."""
+    zero, one, tiny = numba.float32(0), numba.float32(1), numba.float32(1e-6)
+    for p in range(out.size):
+        a, b = member[p], best[p]
+        mag_k = math.sqrt(a.real * a.real + a.imag * a.imag)
+        mag_b = math.sqrt(b.real * b.real + b.imag * b.imag)
+        on_k = mag_k > zero
+        on_b = mag_b > zero
+        ukr = a.real / mag_k if on_k else zero
+        uki = a.imag / mag_k if on_k else zero
+        ubr = b.real / mag_b if on_b else one
+        ubi = b.imag / mag_b if on_b else zero
+        sr, si = ukr + ubr, uki + ubi
+        norm = math.sqrt(sr * sr + si * si)
+        wide = norm > tiny
+        pr = sr / norm if wide else ubr
+        pi = si / norm if wide else ubi
+        mag = math.sqrt(mag_k * mag_b)
+        out[p] = complex(mag * pr, mag * pi)

@@ -161,18 +161,21 @@ def write_array(group: zarr.Group, name: str, data, *, chunks=None, dims=None) -
                         overwrite=True, dims=dims)
 
 
-def write_together(writes) -> None:
-    """Write ``(array, selection, value)`` items in one pass of zarr's event loop.
+def write_together(writes, last=None) -> None:
+    """Write ``(array, selection, value)`` items in one pass of zarr's event loop, then
+    ``last`` (one more item, or None) once every one of them has finished.
 
     Each zarr write on its own costs about 1 ms of CPU in zarr's machinery (a round trip
-    to its event-loop thread), more than compressing a 256^2 phasing object; four writes
-    together cost about one. They have all finished when this returns, so a completion
-    marker written after it follows every one of them.
+    to its event-loop thread), more than compressing a 256^2 phasing object; the items
+    and ``last`` together cost about one. ``last`` is for a completion marker: it is
+    written only after all the others, and all have finished when this returns.
     """
     from zarr.core.sync import sync
 
     async def together():
         await asyncio.gather(*(a.async_array.setitem(sel, v) for a, sel, v in writes))
+        if last is not None:
+            await last[0].async_array.setitem(last[1], last[2])
 
     sync(together())
 

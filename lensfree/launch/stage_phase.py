@@ -4,7 +4,8 @@ Each generation is one ``backend.map`` over its members. A member's task is smal
 (generation, member index); the amplitude, mask, starting support and the previous
 generation's best object (the guide) travel once per generation as the shared value.
 Only the guide moves between generations, never the population: every member reads its
-own previous object from the store and writes its new one there itself.
+own previous object from the store (or keeps it, where the same process ran it last) and
+writes its new one there itself.
 
 Store layout and resuming (``phasing/``):
 - ``population`` (2, M, h, w) complex64 and ``population_support`` (2, M, h, w) bool
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,9 +136,35 @@ _ARRAYS = ("objects", "supports", "population", "population_support", "r_fourier
 @functools.lru_cache(maxsize=4)
 def _arrays(run: str, stamp: str) -> dict:
     """The phasing group's arrays, opened once per worker process and group incarnation
-    (opening them for every member cost ~15% of a small member's time)."""
+    (opening them for every member cost ~15% of a small member's time).
+
+    They write every chunk, even one that equals the fill value: zarr otherwise compares
+    each chunk with it first, a pass over the chunk (~1 ms for a 256^2 object) that only
+    saves storing an all-zero object. Reading gives the same values either way.
+    """
     group = zarr.open_group(run, mode="r+")["phasing"]
-    return {name: group[name] for name in _ARRAYS}
+    return {name: group[name].with_config({"write_empty_chunks": True}) for name in _ARRAYS}
+
+
+#: this process's members of the generation it ran last, as stored: (run, stamp,
+#: generation, member) -> object. A rank (or worker) that runs member m again in the next
+#: generation starts from it instead of reading its chunk back (the same values).
+_RECENT: dict = {}
+_RECENT_BYTES = 256 * 2**20  # beyond this a member's object is read from the store
+_RECENT_LOCK = threading.Lock()  # the local back end runs members on threads
+
+
+def _remember(key: tuple, rho: np.ndarray) -> None:
+    with _RECENT_LOCK:
+        for old in [k for k in _RECENT if k[:2] != key[:2] or k[2] < key[2] - 1]:
+            del _RECENT[old]  # another run or group, or a generation no longer read
+        if sum(v.nbytes for v in _RECENT.values()) + rho.nbytes <= _RECENT_BYTES:
+            _RECENT[key] = rho
+
+
+def _recall(key: tuple) -> np.ndarray | None:
+    with _RECENT_LOCK:
+        return _RECENT.pop(key, None)
 
 
 def _slot(group, generation: int, n_generations: int):
@@ -158,8 +186,10 @@ def phase_member(task: tuple[int, int], shared: _Shared) -> tuple[float, dict]:
         group = _arrays(shared.run, shared.stamp)
         previous = None
         if g > 0:
-            objs, _, prefix = _slot(group, g - 1, p.generations)
-            previous = objs[(*prefix, m)]
+            previous = _recall((shared.run, shared.stamp, g - 1, m))
+            if previous is None:
+                objs, _, prefix = _slot(group, g - 1, p.generations)
+                previous = objs[(*prefix, m)]
     # the bred start is aligned to the guide, so it starts from the guide's support
     support = shared.support if shared.guide is None else shared.guide_support
     with clock("compute"):
@@ -167,12 +197,16 @@ def phase_member(task: tuple[int, int], shared: _Shared) -> tuple[float, dict]:
             shared.amplitude, shared.valid, support, p.steps, p.phasing,
             seed=ghio.member_seed(p.seed, g, m), previous=previous, guide=shared.guide)
     with clock("write"):
+        rho = rho.astype(np.complex64, copy=False)
         objs, sups, prefix = _slot(group, g, p.generations)
-        runstore.write_together([(objs, (*prefix, m), rho.astype(np.complex64)),
-                                 (sups, (*prefix, m), support),
+        runstore.write_together([(objs, (*prefix, m), rho), (sups, (*prefix, m), support),
                                  (group["r_fourier"], (g, m), errors.r_fourier),
-                                 (group["e_support"], (g, m), errors.e_support)])
-        group["member_errors"][g, m] = errors.final_r_fourier  # completion marker, last
+                                 (group["e_support"], (g, m), errors.e_support)],
+                                # the completion marker, after all the others
+                                last=(group["member_errors"], (g, m),
+                                      errors.final_r_fourier))
+        if g < p.generations - 1:
+            _remember((shared.run, shared.stamp, g, m), rho)
     return float(errors.final_r_fourier), clock.seconds
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lensfree.engine import align, ghio, phasing, schedule, shapes
+from lensfree.engine import align, ghio, kernels, phasing, schedule, shapes
 
 
 def test_member_seed_is_stable_and_distinct():
@@ -59,6 +59,29 @@ def test_breed_is_geometric_mean_with_short_arc_phase():
     assert np.abs(half).max() > 0.1  # the test does cross the wrap
     assert np.allclose(np.angle(child[inside] * np.conj(best[inside])), half, atol=1e-4)
     assert np.all(np.abs(np.angle(-child[inside])) < 0.5)
+
+
+def test_compiled_breeding_pass_matches_numpy_with_zeros_and_opposite_phases():
+    rng = np.random.default_rng(5)
+    member = (rng.standard_normal(4096) + 1j * rng.standard_normal(4096)).astype(np.complex64)
+    best = (rng.standard_normal(4096) + 1j * rng.standard_normal(4096)).astype(np.complex64)
+    member[:10], best[10:20], best[20:30] = 0, 0, -member[20:30] * 2  # zeros; opposite
+    out = np.empty_like(member)
+    kernels.breed_mean(member, best, out)
+    # the numpy form it replaces: unit phasors, their normalised sum, the guide's phase
+    # where they cancel, times the geometric mean of the magnitudes
+    mag_k, mag_b = np.abs(member), np.abs(best)
+    u_k = np.where(mag_k > 0, member / np.where(mag_k > 0, mag_k, 1), 0)
+    u_b = np.where(mag_b > 0, best / np.where(mag_b > 0, mag_b, 1), 1)
+    norm = np.abs(u_k + u_b)
+    phasor = np.where(norm > 1e-6, (u_k + u_b) / np.where(norm > 0, norm, 1), u_b)
+    expected = np.sqrt(mag_k * mag_b) * phasor
+    assert np.all(out[:20] == 0)
+    assert np.allclose(out[20:30], expected[20:30], rtol=0, atol=1e-6)  # the guide's phase
+    assert np.allclose(np.abs(out), np.abs(expected), rtol=1e-5, atol=1e-6)
+    # the direction of a nearly cancelling sum is as uncertain as float32 makes it
+    sure = norm > 1e-2
+    assert sure.mean() > 0.99 and np.allclose(out[sure], expected[sure], rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
