@@ -265,3 +265,64 @@ def test_momentum_moves_on_by_the_velocity():
     np.testing.assert_allclose(vo2, FRICTION * vo, rtol=1e-6)
     np.testing.assert_allclose(o2, o + 0.5 * FRICTION, rtol=1e-6)
     assert p2 is probe
+
+
+def test_dm_block_is_the_difference_map_and_the_overlap_projection(scan):
+    """One block of the difference map against plain numpy: the new exit waves are
+    ``psi + P_F(2 P O_j - psi) - P O_j`` (two modes, sub-pixel positions, a masked pixel),
+    the object's sums those of the overlap projection of ``psi - P O_j``, and
+    :func:`project_probe` is ``P + sum conj(O_j) (psi_j - P_j O_j) / (sum |O_j|^2 + r)``."""
+    from lensfree.engine.ptycho.dm import dm_block, dm_probe_block, project_probe
+
+    obj, probe, crops, fractions, amp, valid = _start(scan, modes=2)
+    block = np.arange(5)
+    valid = valid.copy()
+    valid[:, 1, 2] = False
+    h, w = probe.shape[-2:]
+    rng = np.random.default_rng(0)
+    exits = (rng.normal(size=(5, 2, h, w)) + 1j * rng.normal(size=(5, 2, h, w))
+             ).astype(np.complex64) * np.abs(probe).max()
+    qy, qx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
+    want_exits, want_num = [], np.zeros(obj.shape, complex)
+    for i in block:
+        ramp = np.exp(-2j * np.pi * (qy * fractions[i, 0] + qx * fractions[i, 1]))
+        moved = np.fft.ifft2(np.fft.fft2(probe.astype(np.complex128)) * ramp)
+        (y, x) = crops[i]
+        model = moved * obj[y:y + h, x:x + w]
+        spec = np.fft.fft2(2 * model - exits[i])
+        mod = np.sqrt(np.sum(np.abs(spec) ** 2, axis=0))
+        projected = np.fft.ifft2(spec * np.where(valid[i], amp[i] / mod, 1))
+        new = exits[i] + projected - model
+        want_exits.append(new)
+        want_num[y:y + h, x:x + w] += np.sum(np.conj(moved) * (new - model), axis=0)
+    got_exits = exits[block].copy()
+    result = dm_block(obj, probe, got_exits, crops[block], fractions[block], amp[block],
+                      valid[block])
+    want_exits = np.array(want_exits)
+    assert np.linalg.norm(got_exits - want_exits) <= 1e-5 * np.linalg.norm(want_exits)
+    got_num = np.zeros(obj.shape, complex)
+    result.add_into(got_num)
+    assert np.linalg.norm(got_num - want_num) <= 1e-5 * np.linalg.norm(want_num)
+    # first: the exit waves start as P O_j, so the update is the Fourier projection
+    first = dm_block(obj, probe, np.empty_like(exits[block]), crops[block],
+                     fractions[block], amp[block], valid[block], first=True)
+    plain = pt.block_update(obj, probe, crops[block], fractions[block], amp[block],
+                            valid[block])
+    first_num, plain_num = np.zeros(obj.shape, complex), np.zeros(obj.shape, complex)
+    first.add_into(first_num)
+    plain.add_into(plain_num)
+    assert np.linalg.norm(first_num - plain_num) <= 1e-5 * np.linalg.norm(plain_num)
+    # the probe's half, against the object as it is
+    pnum, pden = dm_probe_block(obj, probe, got_exits, crops[block], fractions[block])
+    new_probe = project_probe(probe, [type("S", (), {"probe_num": pnum, "probe_den": pden})],
+                              regularisation=0.0)
+    want_pnum, want_pden = np.zeros(probe.shape, complex), np.zeros((h, w))
+    for k, i in enumerate(block):
+        ramp = np.exp(-2j * np.pi * (qy * fractions[i, 0] + qx * fractions[i, 1]))
+        moved = np.fft.ifft2(np.fft.fft2(probe.astype(np.complex128)) * ramp)
+        (y, x) = crops[i]
+        patch = obj[y:y + h, x:x + w]
+        want_pnum += np.conj(patch) * (want_exits[k] - moved * patch)
+        want_pden += np.abs(patch) ** 2
+    want_probe = probe + want_pnum / want_pden
+    assert np.linalg.norm(new_probe - want_probe) <= 1e-5 * np.linalg.norm(want_probe)

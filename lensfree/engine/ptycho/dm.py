@@ -28,7 +28,6 @@ from lensfree.engine.ptycho import compiled
 from lensfree.engine.ptycho.geometry import is_shifted, ramp_factors
 from lensfree.engine.ptycho.kernel import PositionKernel, scaled_amplitudes
 from lensfree.engine.ptycho.parallel import BlockResult
-from lensfree.engine.ptycho.probe import orthogonalise_modes
 
 
 def dm_block(obj: np.ndarray, probe: np.ndarray, exits: np.ndarray, crops: np.ndarray,
@@ -108,8 +107,9 @@ def project_probe(probe: np.ndarray, results, *, regularisation: float = 1e-3) -
     """The probe's overlap projection from :func:`dm_probe_block` sums folded in the order
     given (``results`` with ``probe_num``, ``probe_den``):
     ``P + sum conj(O_j) (psi_j - P_j O_j) / (sum |O_j|^2 + r)``, ``r`` ``regularisation``
-    times the largest denominator (the probe's inertia), modes kept orthogonal."""
+    times the largest denominator (the probe's inertia). The modes are not made
+    orthogonal, as the other engines make theirs: each mode has its own exit waves, which
+    a mix of the modes would leave behind."""
     pnum = sum(np.asarray(r.probe_num, np.complex128) for r in results)
     pden = sum(np.asarray(r.probe_den, np.float64) for r in results)
-    new = probe + pnum / (pden + regularisation * pden.max())
-    return orthogonalise_modes(new.astype(probe.dtype))
+    return (probe + pnum / (pden + regularisation * pden.max())).astype(probe.dtype)
