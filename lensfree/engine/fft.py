@@ -23,16 +23,32 @@ import os
 import pickle
 import platform
 import re
+import sys
 import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 
-try:  # pragma: no cover - exercised by whichever branch the environment provides
-    import pyfftw
-except ImportError:  # pragma: no cover
-    pyfftw = None
+
+def _import_pyfftw():
+    """pyFFTW, or None. Its package imports ``dask.array`` for an interface lensfree does
+    not use (lensfree runs plans), half a second of every process's start, so unless
+    something has imported dask already that import is refused for the moment."""
+    blocked = [name for name in ("dask", "dask.array") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # `import dask` raises ImportError, which pyFFTW allows
+    try:
+        import pyfftw
+    except ImportError:  # pragma: no cover
+        return None
+    finally:
+        for name in blocked:
+            del sys.modules[name]
+    return pyfftw
+
+
+pyfftw = _import_pyfftw()
 
 log = logging.getLogger(__name__)
 
