@@ -124,8 +124,9 @@ class Context:
     def map(self, fn, tasks, shared=None, *, names=None, desc=""):
         return self.backend.map(fn, tasks, shared, names=names, desc=desc)
 
-    def reduce(self, fn, tasks, shared=None, *, combine, names=None, desc=""):
-        return self.backend.reduce(fn, tasks, shared, combine=combine, names=names, desc=desc)
+    def reduce(self, fn, tasks, shared=None, *, combine, names=None, desc="", everywhere=True):
+        return self.backend.reduce(fn, tasks, shared, combine=combine, names=names, desc=desc,
+                                   everywhere=everywhere)
 
     def bcast(self, obj):
         return self.backend.bcast(obj)

@@ -41,6 +41,19 @@ def add_records(a: dict, b: dict) -> dict:
             "sums": tuple(x + y for x, y in zip(a["sums"], b["sums"]))}
 
 
+def tiles_record(task: int, shared: int) -> dict:
+    """A partial shaped like a ptycho block's: many small arrays (packed into one message
+    by the MPI back end), one of an odd size, and one large array sent by itself."""
+    block = random_block(task, shared)
+    return {"tiles": [block * k for k in range(1, 41)], "odd": block[:7].astype(np.float32),
+            "large": np.tile(block, 2048)}
+
+
+def add_tiles(a: dict, b: dict) -> dict:
+    return {"tiles": [x + y for x, y in zip(a["tiles"], b["tiles"])],
+            "odd": a["odd"] + b["odd"], "large": a["large"] + b["large"]}
+
+
 def tagged(task, shared):
     return task, shared
 
@@ -71,6 +84,13 @@ def _check(out_dir: str) -> None:
     records = backend.reduce(sums_record, list(range(37)), SEED, combine=add_records)
     assert records["n"] == 37 and records["frames"] == list(range(37)), records["frames"]
     sums["record0"], sums["record1"] = records["sums"]
+    tiles = backend.reduce(tiles_record, list(range(7)), SEED, combine=add_tiles)
+    rooted = backend.reduce(tiles_record, list(range(7)), SEED, combine=add_tiles,
+                            everywhere=False)
+    assert (rooted is None) != backend.is_root, "everywhere=False: the root's value alone"
+    for name, value in (("tiles", tiles), ("rooted", rooted or tiles)):
+        sums[f"{name}_stack"] = np.stack(value["tiles"])
+        sums[f"{name}_odd"], sums[f"{name}_large"] = value["odd"], value["large"]
     np.savez(f"{out_dir}/rank{backend.rank}.npz", **sums)
 
 

@@ -32,10 +32,12 @@ from tests.launch.mpi_backend_check import (
     TASK_COUNTS,
     add,
     add_records,
+    add_tiles,
     fails_on_last,
     random_block,
     sums_record,
     tagged,
+    tiles_record,
 )
 
 MPI_CHECK = Path(__file__).with_name("mpi_backend_check.py")
@@ -198,6 +200,12 @@ def test_mpiexec_two_ranks_map_bcast_and_reduce_bit_for_bit(serial_sums, tmp_pat
                                                        combine=add_records)
         assert np.array_equal(sums["record0"], local["sums"][0])
         assert np.array_equal(sums["record1"], local["sums"][1])
+        tiles = LocalBackend(1, progress=False).reduce(tiles_record, list(range(7)), SEED,
+                                                       combine=add_tiles)
+        for name in ("tiles", "rooted"):  # packed small arrays, the odd one, the large one
+            assert np.array_equal(sums[f"{name}_stack"], np.stack(tiles["tiles"]))
+            assert np.array_equal(sums[f"{name}_odd"], tiles["odd"])
+            assert np.array_equal(sums[f"{name}_large"], tiles["large"])
 
 
 def test_mpi_values_travel_as_buffers_beside_small_metadata():
@@ -205,13 +213,35 @@ def test_mpi_values_travel_as_buffers_beside_small_metadata():
 
     big = np.arange(2048 * 2048, dtype=np.float64).reshape(2048, 2048)
     value = {"sums": (big, big[::2].copy()), "counts": {"accepted": 3}, "names": ["a"]}
-    header, buffers = _split(value)
+    header, sizes, buffers = _split(value)
     # the 50 MB of arrays go out of band, as buffers sharing the arrays' memory
     assert len(header) < 1000 and sum(b.nbytes for b in buffers) == big.nbytes * 3 // 2
+    assert sizes == [b.nbytes for b in buffers]
     assert np.shares_memory(np.asarray(buffers[0]), big)
     back = _join(header, [np.frombuffer(b, np.uint8).copy() for b in buffers])
     assert np.array_equal(back["sums"][0], big) and back["counts"] == {"accepted": 3}
     assert back["sums"][0].flags.writeable
+
+
+def test_mpi_small_arrays_travel_packed_in_one_buffer_and_come_back_aligned():
+    from lensfree.launch.backends.mpi import PACK_BYTES, _join, _split, _unpacked
+
+    rng = np.random.default_rng(5)
+    tiles = {(i, j): rng.random((64, 64)) + 1j * rng.random((64, 64))
+             for i in range(10) for j in range(30)}
+    odd = rng.random(7).astype(np.float32)  # 28 bytes: the next array must stay aligned
+    large = rng.random(PACK_BYTES // 8)
+    value = {"tiles": tiles, "odd": odd, "large": large, "n": 3}
+    header, sizes, buffers = _split(value)
+    # 302 arrays, two messages: the packed small ones, then the large one by itself
+    assert len(sizes) == 302 and len(buffers) == 2
+    assert np.shares_memory(np.asarray(buffers[1]), large)
+    received = [np.frombuffer(b, np.uint8).copy() for b in buffers]
+    back = _join(header, _unpacked(sizes, received))
+    assert back["n"] == 3 and np.array_equal(back["odd"], odd)
+    assert np.array_equal(back["large"], large)
+    assert all(np.array_equal(back["tiles"][k], tiles[k]) for k in tiles)
+    assert all(a.flags.aligned and a.flags.writeable for a in back["tiles"].values())
 
 
 @pytest.mark.skipif(mpiexec() is None, reason="no mpiexec (pip install 'lensfree[mpi]')")

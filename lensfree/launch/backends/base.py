@@ -87,14 +87,15 @@ class Backend(ABC):
 
     @abstractmethod
     def reduce(self, fn: Callable, tasks: Sequence, shared=None, *, combine: Callable,
-               names: Sequence[str] | None = None, desc: str = ""):
+               names: Sequence[str] | None = None, desc: str = "", everywhere: bool = True):
         """``fn(t, shared)`` for every task, folded by ``combine(a, b)`` in the fixed tree.
 
         The tree over task indices is the same on every back end and worker count
         (`lensfree.partitioning.fold_split`), so floating-point results are bit-identical
         everywhere. ``combine`` must be a module-level function (picklable). No back end
-        holds every partial result at once. Returns the folded value on every process;
-        raises ValueError on an empty task list.
+        holds every partial result at once. Returns the folded value on every process
+        (with ``everywhere=False`` on the root, None elsewhere: no broadcast where only
+        the root uses it); raises ValueError on an empty task list.
         """
 
     def bcast(self, obj):

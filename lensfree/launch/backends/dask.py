@@ -85,7 +85,7 @@ class DaskBackend(Backend):
         shared_future.release()
         return results
 
-    def reduce(self, fn, tasks, shared=None, *, combine, names=None, desc=""):
+    def reduce(self, fn, tasks, shared=None, *, combine, names=None, desc="", everywhere=True):
         from distributed import as_completed
 
         check_tasks(tasks)

@@ -35,7 +35,7 @@ class LocalBackend(Backend):
                     f.add_done_callback(lambda _: bar.update())
                 return [f.result() for f in futures]
 
-    def reduce(self, fn, tasks, shared=None, *, combine, names=None, desc=""):
+    def reduce(self, fn, tasks, shared=None, *, combine, names=None, desc="", everywhere=True):
         check_tasks(tasks)
         with self._bar(len(tasks), desc) as bar:
             if self.n_workers == 1:
