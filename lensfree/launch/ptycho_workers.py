@@ -68,6 +68,7 @@ class ExitWaves:
     version: int           # they start as P O_j)
     write: int             # slot this iteration writes
     alpha: float = 1.0
+    relax: float = 0.0     # the Fourier projection's power bound (`dm.dm_block`)
     probe_pass: bool = False  # the overlap projection's probe half: read `write`, no write
 
 
@@ -169,7 +170,7 @@ def _dm_block(shared: Shared, b: int, index: np.ndarray, args) -> Partial:
         m, h, w = shared.probe.shape
         exits = np.zeros((_exit_array(waves).shape[2], m, h, w), shared.probe.dtype)
     result = dm.dm_block(shared.obj, shared.probe, exits[:k], *args, first=first,
-                         alpha=waves.alpha, refine=shared.refine,
+                         alpha=waves.alpha, relax=waves.relax, refine=shared.refine,
                          propagator=shared.propagator)
     store_exits(waves, b, waves.version + 1, exits)
     return Partial.of(result, index)

@@ -424,7 +424,7 @@ class PtychoStage(Stage):
         lineage, read, keep = exits
         write = min(set(range(EXIT_SLOTS)) - {read, keep})
         waves = ExitWaves(os.path.join(ctx.run_path, self.group, "exit_waves"), lineage, read,
-                          it, write, p.object_step)
+                          it, write, p.object_step, p.fourier_relax)
         tag = f"{it:04d}"
         sums = self._reduce(ctx, replace(shared, exits=waves), it, p.iterations, tag, "dm")
         obj, probe = shared.obj, shared.probe
@@ -439,6 +439,8 @@ class PtychoStage(Stage):
                 it, p.iterations, tag, "probe")
             if ctx.is_root:
                 probe = dm.project_probe(probe, [probe_sums], regularisation=p.regularisation)
+        if not ctx.is_root:
+            return obj, probe, 0.0, None, (lineage, write, keep)
         steps = sums.per_position(n) if shared.refine else None
         return obj, probe, sums.error, steps, (lineage, write, keep)
 
@@ -446,11 +448,12 @@ class PtychoStage(Stage):
     def _reduce(ctx: Context, shared: Shared, it: int, iterations: int, tag: str,
                 part: str = "sums"):
         """One pass over the blocks, folded through the back end's fixed tree: the root's
-        memory holds one object-sized partial, not one result per block."""
+        memory holds one object-sized partial, not one result per block; only the root
+        gets it (None elsewhere), as only the root updates."""
         tasks = [(it, b) for b in range(len(shared.blocks))]
         return ctx.reduce(ptycho_block, tasks, shared, combine=combine,
                           names=[f"ptycho-it{tag}-{part}-b{b}" for b in range(len(tasks))],
-                          desc=f"iteration {it + 1}/{iterations}")
+                          desc=f"iteration {it + 1}/{iterations}", everywhere=False)
 
     def summary(self, attrs: dict, opts, seconds: float) -> list[str]:
         p = opts.params.engine

@@ -371,7 +371,7 @@ def dm_run(jittered_scan, tmp_path_factory):
 
 def test_dm_exact_positions_recover_the_object(exact_scan, tmp_path):
     """The difference map on whole-pixel true positions: the object within 0.05 of the
-    truth after 60 iterations (0.024 measured; the parallel form's 0.008 at 100)."""
+    truth after 60 iterations (0.020 measured; the parallel form's 0.008 at 100)."""
     run = str(tmp_path / "run.zarr")
     assert main(["ptycho", exact_scan, "--out", run, "--engine", "dm", "--iterations", "60",
                  "--quiet"]) == 0
@@ -384,7 +384,8 @@ def test_dm_exact_positions_recover_the_object(exact_scan, tmp_path):
 
 def test_dm_recovers_and_refines(jittered_scan, dm_run):
     """Two probe modes and refinement: the object within 0.08 of the truth after 40
-    iterations, the 2 px RMS position errors cut by more than 80%."""
+    iterations, the 2 px RMS position errors cut by more than 80% (0.041 and 90%
+    measured)."""
     s = _scores(jittered_scan, dm_run)
     assert s.object_error < 0.08, s
     assert s.position_error_after < 0.2 * s.position_error_before, s

@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 __all__ = ["accumulate", "dm_exit", "dm_probe_sums", "dm_reflect", "exit_waves",
-           "fourier_project", "shift_spectrum"]
+           "fourier_project", "fourier_project_bounded", "shift_spectrum"]
 
 #: added to |F psi| before dividing by it: a zero spectrum pixel stays zero (not 0/0)
 TINY = np.float32(1e-30)
@@ -134,6 +134,53 @@ def fourier_project(spec, amp, amp_scaled, invalid, masked, free, model):
                 d = mod - a[j]
                 error += d * d
                 mo[j] = a_s[j] / (mod + TINY)
+        for k in range(m):
+            s = spec[k, i]
+            for j in range(w):
+                s[j] = s[j] * mo[j]
+    return error
+
+
+@_jit
+def fourier_project_bounded(spec, amp, invalid, masked, free, model, bound):
+    """:func:`fourier_project` relaxed to a power bound (ptypy's difference map): with
+    the Fourier error ``e = sum_valid (|spec| - amp)^2`` at most ``bound`` the fields are
+    left as they are (times ``free``, the inverse FFT's scale), else every valid pixel's
+    modulus moves to ``amp + (|spec| - amp) sqrt(bound / e)``, onto the bound. ``model``
+    (h, w) float32 holds the moduli between the two passes. Returns ``e``."""
+    m, h, w = spec.shape
+    error = 0.0
+    for i in range(h):
+        mo, a = model[i], amp[i]
+        for j in range(w):
+            mo[j] = 0.0
+        for k in range(m):
+            s = spec[k, i]
+            for j in range(w):
+                mo[j] += s[j].real * s[j].real + s[j].imag * s[j].imag
+        bad = invalid[i] if masked else invalid[0]
+        for j in range(w):
+            mod = np.sqrt(mo[j])
+            mo[j] = mod
+            if not (masked and bad[j]):
+                d = mod - a[j]
+                error += d * d
+    if error <= bound:
+        for k in range(m):
+            for i in range(h):
+                s = spec[k, i]
+                for j in range(w):
+                    s[j] = s[j] * free
+        return error
+    renorm = np.float32(np.sqrt(bound / error))
+    for i in range(h):
+        mo, a = model[i], amp[i]
+        bad = invalid[i] if masked else invalid[0]
+        for j in range(w):
+            if masked and bad[j]:
+                mo[j] = free
+            else:
+                mo[j] = free * (a[j] + (mo[j] - a[j]) * renorm) / (mo[j] + TINY)
         for k in range(m):
             s = spec[k, i]
             for j in range(w):

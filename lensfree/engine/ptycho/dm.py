@@ -32,8 +32,8 @@ from lensfree.engine.ptycho.parallel import BlockResult
 
 def dm_block(obj: np.ndarray, probe: np.ndarray, exits: np.ndarray, crops: np.ndarray,
              fractions: np.ndarray, amp: np.ndarray, valid: np.ndarray | None, *,
-             first: bool = False, alpha: float = 1.0, refine: bool = False,
-             propagator=None) -> BlockResult:
+             first: bool = False, alpha: float = 1.0, relax: float = 0.0,
+             refine: bool = False, propagator=None) -> BlockResult:
     """One block's difference-map update: its sums, and its exit waves updated in place.
 
     Parameters
@@ -45,6 +45,10 @@ def dm_block(obj: np.ndarray, probe: np.ndarray, exits: np.ndarray, crops: np.nd
         values unread).
     alpha : ``psi_j + P_F((1 + alpha) P O_j - alpha psi_j) - P O_j`` (1: the standard
         difference map).
+    relax : ptypy's ``fourier_relax_factor``: ``P_F`` projects onto the measured moduli
+        only as far as a Fourier error of ``relax^2 / 4`` times the frame's counts (about
+        the Poisson noise's at ``relax`` 0.05: the data are not forced to fit their
+        noise; 0: the plain projection).
     """
     m, h, w = probe.shape
     dtype = probe.dtype
@@ -65,12 +69,14 @@ def dm_block(obj: np.ndarray, probe: np.ndarray, exits: np.ndarray, crops: np.nd
     errors = np.empty(len(crops))
     steps = np.empty((len(crops), 2)) if refine else None
     a = np.float32(alpha)
+    bounds = 0.25 * relax ** 2 * np.sum(np.square(amp, dtype=np.float64), axis=(1, 2))
     for i, (y, x) in enumerate(crops):
         probe_j = kernel.shift_probe(spectrum, ry[i], rx[i]) if shifted[i] else probe
         compiled.dm_reflect(probe_j, obj, y, x, exits[i], first, a, kernel.model, kernel.psi)
         errors[i] = kernel.project_field(amp[i], amp_scaled[i],
                                          None if invalid is None else invalid[i],
-                                         shifted=bool(shifted[i]), residual=False)
+                                         shifted=bool(shifted[i]), residual=False,
+                                         bound=bounds[i] if relax else None)
         compiled.dm_exit(exits[i], kernel.psi_new, kernel.model)
         # the overlap projection's sums of psi_j - P_j O_j, and the position step
         step = compiled.accumulate(kernel.model, exits[i], probe_j, obj, y, x, lo[0], lo[1],

@@ -143,9 +143,10 @@ class PositionKernel:
 
     def project_field(self, amp: np.ndarray, amp_scaled: np.ndarray,
                       invalid: np.ndarray | None, *, shifted: bool = False,
-                      residual: bool = True) -> float:
+                      residual: bool = True, bound: float | None = None) -> float:
         """:meth:`project` of the field already in :attr:`psi` (the difference map
-        projects ``2 P O_j - psi_j``, not the exit waves themselves)."""
+        projects ``2 P O_j - psi_j``, not the exit waves themselves); with ``bound``, onto
+        the power bound (:func:`compiled.fourier_project_bounded`) instead."""
         psi, spec = self.psi, self.psi_new
         near = self.prop.near
         if near:
@@ -157,9 +158,15 @@ class PositionKernel:
                 run()
         masked = invalid is not None
         # Fourier projection, with the inverse FFT's 1/(h w) in the factor
-        error = compiled.fourier_project(spec, amp, amp_scaled,
-                                         invalid if masked else self._none, masked,
-                                         np.float32(1 / self.size), self._power)
+        if bound is None:
+            error = compiled.fourier_project(spec, amp, amp_scaled,
+                                             invalid if masked else self._none, masked,
+                                             np.float32(1 / self.size), self._power)
+        else:
+            error = compiled.fourier_project_bounded(spec, amp, invalid if masked
+                                                     else self._none, masked,
+                                                     np.float32(1 / self.size),
+                                                     self._power, float(bound))
         if near:
             for k in range(len(spec)):
                 self.prop.backward(spec[k], spec[k], h_back)

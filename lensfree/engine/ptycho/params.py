@@ -39,6 +39,11 @@ class PtychoParams:
         fraction of the batch's ``max(den)``; keeps weakly lit pixels from blowing up
         (as rPIE's denominator does). DM: the same in its overlap projection (ptypy's
         object and probe inertia).
+    fourier_relax : DM: ptypy's ``fourier_relax_factor``, the Fourier projection stopping
+        at a Fourier error of ``fourier_relax^2 / 4`` times the frame's counts, about
+        its Poisson noise at 0.05 (ptypy's default): noisy data are not forced to fit
+        their noise, which otherwise carries the difference map away from the solution
+        (0: the plain projection).
     momentum : parallel and LSQML: after every iteration from ``probe_start`` the object
         and probe move on by this gain times their velocity, the iteration's change plus
         0.7 times the last velocity (mPIE's momentum, Maiden, Johnson & Li 2017, taken
@@ -70,6 +75,9 @@ class PtychoParams:
     regularisation: float = param(0.05, "parallel/LSQML: weight of the old object, as a "
                                   "fraction of the batch's largest illumination",
                                   check=non_negative)
+    fourier_relax: float = param(0.05, "DM: the Fourier projection's power bound, as "
+                                 "ptypy's fourier_relax_factor (0: none)",
+                                 check=within(0, 1, closed="lo"))
     momentum: float = param(0.0, "parallel/LSQML: gain of mPIE's momentum on each iteration's "
                             "change of object and probe (0: none)",
                             check=within(0, 1, closed="both"))
