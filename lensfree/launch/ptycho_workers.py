@@ -60,7 +60,10 @@ class ExitWaves:
     the slot the last one wrote and writes another (never the one the last checkpoint
     names), so a retried task reads what its first attempt read, and a checkpoint's exit
     waves stay whole until the next checkpoint. A process keeps the exit waves it wrote
-    (:func:`load_exits`), so a block that runs where it ran last reads nothing."""
+    (:func:`load_exits`), so a block that runs where it ran last reads nothing; where
+    every block runs in the same process every iteration (local threads, MPI ranks) and
+    the cache holds them all, only the iterations a checkpoint names are stored
+    (``persist``), and a miss is an error, never a stale read."""
 
     path: str              # the exit_waves array
     lineage: str           # one run of iterations: no cache entry of another is read
@@ -69,6 +72,8 @@ class ExitWaves:
     write: int             # slot this iteration writes
     alpha: float = 1.0
     relax: float = 0.0     # the Fourier projection's power bound (`dm.dm_block`)
+    stored: bool = True    # the store's slot `read` holds them (else only caches do)
+    persist: bool = True   # this iteration's go to the store too
     probe_pass: bool = False  # the overlap projection's probe half: read `write`, no write
 
 
@@ -101,13 +106,22 @@ def load_exits(waves: ExitWaves, block: int, version: int, slot: int | None, *,
             if take:
                 del _exit_cache[key]
             return hit[1]
+    if not waves.stored:
+        raise RuntimeError(f"the exit waves of block {block} after {version} iterations are "
+                           f"not in this process's cache and were not stored")
     return np.asarray(_exit_array(waves)[slot, block])
+
+
+def exits_fit_cache(nbytes: int) -> bool:
+    """Whether a process's cache holds ``nbytes`` of exit waves (`AMPLITUDE_CACHE_BYTES`)."""
+    return nbytes <= AMPLITUDE_CACHE_BYTES
 
 
 def store_exits(waves: ExitWaves, block: int, version: int, exits: np.ndarray) -> None:
     """Block ``block``'s ``exits`` (after ``version`` iterations) into the store's slot
     ``waves.write`` and this process's cache (LRU, `AMPLITUDE_CACHE_BYTES` of its own)."""
-    _exit_array(waves)[waves.write, block] = exits
+    if waves.persist:
+        _exit_array(waves)[waves.write, block] = exits
     key = (waves.lineage, block)
     with _amplitude_lock:
         _exit_cache[key] = (version, exits)

@@ -69,7 +69,13 @@ from lensfree.io.scan import load_npz_scan as load_npz_scan  # moved there, kept
 from lensfree.io.scan import simulate_ptycho as simulate_ptycho
 from lensfree.io.scan import write_ptycho_frames as write_ptycho_frames
 from lensfree.launch.backends import Backend
-from lensfree.launch.ptycho_workers import ExitWaves, Shared, block_amplitudes, ptycho_block
+from lensfree.launch.ptycho_workers import (
+    ExitWaves,
+    Shared,
+    block_amplitudes,
+    exits_fit_cache,
+    ptycho_block,
+)
 from lensfree.launch.stage import Context, Execution, Stage, run_stage
 from lensfree.partitioning import position_blocks
 
@@ -80,6 +86,8 @@ TARGET_BLOCK_POSITIONS = 64
 #: slots of the difference map's stored exit waves: the last iteration's, the last
 #: checkpoint's and the one being written
 EXIT_SLOTS = 3
+#: back ends that run a reduction's task ``b`` in the same process every time
+PLACED = ("local", "mpi")
 
 
 @dataclass(frozen=True)
@@ -286,7 +294,13 @@ class PtychoStage(Stage):
         scan, p = inp.scan, opts.params.engine
         h, w = scan.store.frame_shape
         obj, probe, positions, velocity, slot = state
-        exits = ctx.bcast(uuid.uuid4().hex if ctx.is_root else None), slot, slot
+        exits = None
+        if p.engine == "dm":  # (lineage, last slot, checkpoint's slot, stored?, placed?)
+            m, size = probe.shape[0], max(len(b) for b in blocks)
+            placed = ctx.backend.name in PLACED and exits_fit_cache(
+                len(blocks) * size * m * h * w * np.dtype(np.complex64).itemsize)
+            exits = (*ctx.bcast((uuid.uuid4().hex, placed) if ctx.is_root else None), slot,
+                     slot, True)
         momentum = p.momentum if p.engine in ("parallel", "lsqml") else 0.0
         if momentum and velocity is None:
             velocity = (np.zeros_like(obj), np.zeros_like(probe))
@@ -315,8 +329,10 @@ class PtychoStage(Stage):
             elif p.engine == "dm":
                 shared = Shared(opts.frames, scan.store.mask, batches[0], index, obj, probe,
                                 crops, fractions, refine, scan.propagator)
+                persist = not exits[1] or (errors is not None and (
+                    (it + 1) % opts.params.checkpoint_every == 0 or it + 1 == p.iterations))
                 obj, probe, err, steps, exits = self._dm_iteration(
-                    ctx, p, shared, update_probe, exits, it, len(index))
+                    ctx, p, shared, update_probe, exits, persist, it, len(index))
             elif ctx.is_root:
                 amp, valid = block_amplitudes(opts.frames, scan.store.mask, index,
                                                scan.propagator.centred_frames)
@@ -341,10 +357,10 @@ class PtychoStage(Stage):
                     done = it + 1
                     if done % opts.params.checkpoint_every == 0 or done == p.iterations:
                         _checkpoint(ctx.group, scan, obj, probe, positions, errors, done,
-                                    velocity, None if p.engine != "dm" else exits[1])
+                                    velocity, None if p.engine != "dm" else exits[2])
             if p.engine == "dm" and errors is not None and (
                     (it + 1) % opts.params.checkpoint_every == 0 or it + 1 == p.iterations):
-                exits = (exits[0], exits[1], exits[1])  # the checkpoint's slot, kept
+                exits = (*exits[:3], exits[2], exits[4])  # the checkpoint's slot, kept
             obj, probe, positions = ctx.bcast((obj, probe, positions))
             seconds.append(time.perf_counter() - t0)
         return obj, probe, positions, seconds
@@ -415,16 +431,18 @@ class PtychoStage(Stage):
         return obj, probe, sums.error, sums.per_position(n) if shared.refine else None
 
     def _dm_iteration(self, ctx: Context, p: pt.PtychoParams, shared: Shared,
-                      update_probe: bool, exits: tuple, it: int, n: int):
+                      update_probe: bool, exits: tuple, persist: bool, it: int, n: int):
         """One iteration of the difference map: the exit waves and the object's overlap
         projection, then (``update_probe``) the probe's against the new object. ``exits``:
-        (lineage, slot of the last iteration's exit waves or None, the last checkpoint's
-        slot or None); returns ``(object, probe, Fourier error, position steps (n, 2) or
-        None, exits)`` (the root's; the other processes get their own object and probe)."""
-        lineage, read, keep = exits
+        (lineage, whether every block runs where it ran last, slot of the last
+        iteration's exit waves or None, the last checkpoint's slot or None, whether that
+        slot is stored); ``persist``: store this iteration's. Returns ``(object, probe,
+        Fourier error, position steps (n, 2) or None, exits)`` (the root's; the other
+        processes get their own object and probe)."""
+        lineage, placed, read, keep, stored = exits
         write = min(set(range(EXIT_SLOTS)) - {read, keep})
         waves = ExitWaves(os.path.join(ctx.run_path, self.group, "exit_waves"), lineage, read,
-                          it, write, p.object_step, p.fourier_relax)
+                          it, write, p.object_step, p.fourier_relax, stored, persist)
         tag = f"{it:04d}"
         sums = self._reduce(ctx, replace(shared, exits=waves), it, p.iterations, tag, "dm")
         obj, probe = shared.obj, shared.probe
@@ -435,14 +453,15 @@ class PtychoStage(Stage):
             obj = ctx.bcast(obj)
             probe_sums = self._reduce(
                 ctx, replace(shared, obj=obj, exits=replace(waves, version=it + 1,
-                                                            probe_pass=True)),
+                                                            stored=persist, probe_pass=True)),
                 it, p.iterations, tag, "probe")
             if ctx.is_root:
                 probe = dm.project_probe(probe, [probe_sums], regularisation=p.regularisation)
+        exits = (lineage, placed, write, keep, persist)
         if not ctx.is_root:
-            return obj, probe, 0.0, None, (lineage, write, keep)
+            return obj, probe, 0.0, None, exits
         steps = sums.per_position(n) if shared.refine else None
-        return obj, probe, sums.error, steps, (lineage, write, keep)
+        return obj, probe, sums.error, steps, exits
 
     @staticmethod
     def _reduce(ctx: Context, shared: Shared, it: int, iterations: int, tag: str,
