@@ -11,7 +11,7 @@ from lensfree.engine import simulate_ptycho as sp
 from lensfree.engine.align import fourier_shift
 from lensfree.engine.ptycho.geometry import ramp_factors
 from lensfree.engine.ptycho.kernel import PositionKernel, scaled_amplitudes
-from lensfree.engine.ptycho.probe import probe_spectrum
+from lensfree.engine.ptycho.probe import orthogonalise_modes, probe_spectrum
 from lensfree.partitioning import position_blocks
 
 
@@ -326,3 +326,17 @@ def test_dm_block_is_the_difference_map_and_the_overlap_projection(scan):
         want_pden += np.abs(patch) ** 2
     want_probe = probe + want_pnum / want_pden
     assert np.linalg.norm(new_probe - want_probe) <= 1e-5 * np.linalg.norm(want_probe)
+
+
+def test_orthogonal_modes_come_back_with_their_own_phases():
+    """Orthogonalising modes that already are orthogonal changes nothing, whatever their
+    phases: the SVD's arbitrary phase per mode would make an iteration's change (the
+    momentum's velocity) of a multi-mode probe meaningless."""
+    rng = np.random.default_rng(3)
+    raw = (rng.normal(size=(3, 16, 16)) + 1j * rng.normal(size=(3, 16, 16))).astype(np.complex64)
+    modes = orthogonalise_modes(raw)
+    turned = modes * np.exp(1j * np.array([0.5, 2.0, -2.5]))[:, None, None].astype(np.complex64)
+    again = orthogonalise_modes(turned)
+    assert np.allclose(again, turned, atol=1e-5 * np.abs(turned).max())
+    power = np.sum(np.abs(raw) ** 2, axis=0)
+    assert np.allclose(np.sum(np.abs(modes) ** 2, axis=0), power, rtol=1e-4)

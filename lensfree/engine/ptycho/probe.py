@@ -35,13 +35,19 @@ def initial_probe(probe: np.ndarray | None, amplitude: np.ndarray, n_modes: int,
 
 
 def orthogonalise_modes(probe: np.ndarray) -> np.ndarray:
-    """Probe modes made orthogonal (SVD), strongest first; the incoherent sum is unchanged."""
+    """Probe modes made orthogonal (SVD), strongest first; the incoherent sum is unchanged.
+
+    Each mode keeps the phase of the input mode it comes from (``u_kk``): the SVD's own
+    phase per mode is arbitrary, and a mode whose phase jumps from one iteration to the
+    next leaves an iteration's change (momentum's velocity) meaningless."""
     m = probe.shape[0]
     if m == 1:
         return probe
     flat = probe.reshape(m, -1).astype(np.complex128)
     u, s, vh = np.linalg.svd(flat, full_matrices=False)
-    return (s[:, None] * vh).reshape(probe.shape).astype(probe.dtype)
+    d = np.diagonal(u)
+    gauge = np.where(np.abs(d) > 0, d / np.maximum(np.abs(d), 1e-300), 1.0)
+    return ((gauge * s)[:, None] * vh).reshape(probe.shape).astype(probe.dtype)
 
 
 def probe_spectrum(probe: np.ndarray) -> np.ndarray:
