@@ -301,16 +301,21 @@ class PhaseStage(Stage):
                 log.info("resuming %s at generation %d", ctx.run_path, start)
             _warm_fft(amplitude.shape)
         start = ctx.bcast(start)
-        guide = guide_support = None
+        guide = guide_support = errors = None
         for g in range(start, params.generations):
-            todo = None
+            todo = stored = None
             if ctx.is_root:
                 if g > 0:
-                    guide, guide_support = _best_member(group, g - 1, params.generations)
-                done = np.isfinite(group["member_errors"][g, :])
-                todo = [(g, m) for m in range(params.population) if not done[m]]
-            todo = ctx.bcast(todo)
-            guide, guide_support = ctx.bcast((guide, guide_support))
+                    if errors is None:  # resuming: the finished generation's, from the store
+                        errors = group["errors"][g - 1, :]
+                    guide, guide_support = _member(group, int(np.argmin(errors)), g - 1,
+                                                   params.generations)
+                # only the first generation of a run can hold members an earlier one
+                # finished; reading a generation's markers is a file per member
+                stored = (group["member_errors"][g, :] if g == start
+                          else np.full(params.population, np.nan))
+                todo = [(g, m) for m in range(params.population) if not np.isfinite(stored[m])]
+            todo, guide, guide_support = ctx.bcast((todo, guide, guide_support))
             shared = _Shared(ctx.run_path, amplitude, valid, support, guide, guide_support,
                              params, ctx.run_id)
             results = ctx.map(phase_member, todo, shared,
@@ -319,9 +324,11 @@ class PhaseStage(Stage):
             if ctx.is_root:
                 for _, seconds in results:
                     ctx.clock.merge(seconds)
-                errors = group["member_errors"][g, :]
+                # each member has stored its R_F (its marker) before returning it
+                errors = stored.copy()
+                errors[[m for _, m in todo]] = [r for r, _ in results]
                 if not np.isfinite(errors).all():
-                    raise RuntimeError(f"generation {g}: members without a stored result")
+                    raise RuntimeError(f"generation {g}: members without a result")
                 group["errors"][g, :] = errors
                 best = group.attrs["best"][:g] + [int(np.argmin(errors))]
                 group.attrs.update({"best": best, "generations_complete": g + 1})
@@ -360,11 +367,10 @@ def run_phase(backend: Backend, run_path: str, params: PhaseParams) -> dict:
     return run_stage(STAGE, backend, PhaseOptions(run=run_path, params=params))
 
 
-def _best_member(group: zarr.Group, generation: int, n_generations: int):
-    """Object and support of the best member of ``generation`` (the next one's guide)."""
-    best = int(np.argmin(group["member_errors"][generation, :]))
+def _member(group: zarr.Group, member: int, generation: int, n_generations: int):
+    """Object and support of ``member`` of ``generation`` (the best: the next one's guide)."""
     objs, sups, prefix = _slot(group, generation, n_generations)
-    return np.asarray(objs[(*prefix, best)]), np.asarray(sups[(*prefix, best)])
+    return np.asarray(objs[(*prefix, member)]), np.asarray(sups[(*prefix, member)])
 
 
 def _warm_fft(shape) -> None:
