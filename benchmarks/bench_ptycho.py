@@ -1,8 +1,9 @@
 """Ptychography: time per iteration per 1,000 positions at 128^2, against two FFTs per position.
 
 Simulates a 1,000-position Fermat scan of 128x128 frames and times iterations of
-`lensfree ptycho --engine parallel` on 1 and 2 workers of every back end: local (threads),
-Dask (a LocalCluster of processes) and MPI (`mpiexec -n k python -m lensfree`). Two cases:
+`lensfree ptycho --engine parallel` (or ``--engine``) on 1 and 2 workers of every back
+end: local (threads), Dask (a LocalCluster of processes) and MPI (`mpiexec -n k python -m
+lensfree`). Two cases:
 
 - ``refine``: true positions off the pixel grid, recorded ones 1 px RMS off, position
   refinement every iteration: every position shifts its probe by a sub-pixel rest (four
@@ -13,11 +14,17 @@ The time of an iteration is the median over the iterations of a run (``ptycho`` 
 ``seconds_per_iteration``, taken on the root: blocks on the workers, the reduction, the
 update and the broadcast), after a warm-up run on the same workers (FFT plans made, frames
 cached in the workers). The limit is two 128^2 complex64 FFTs per position and mode.
+With ``--engine dm`` the local rows come twice: as run (each block's exit waves stay in
+the process that wrote them, stored only for the iterations a checkpoint names) and with
+them stored every iteration, as on Dask; and a row times those stores alone (each block's
+exit waves written into a ``ptycho/exit_waves`` array as the stage writes them, median of
+three passes over every block): what the store costs of an iteration.
 
 Then a side-by-side scan (``--peer-positions`` of ``--peer-size``^2, 2 px RMS position
 errors, sub-pixel truth) goes through lensfree's engines (``--peer-engines``: parallel,
-LSQML, ePIE; refinement from iteration 10), PtyLab's mPIE with position correction and
-Pty-chi's LSQML with gradient position correction, when installed (``pip install
+LSQML, ePIE, the difference map; refinement from iteration 10), PtyLab's mPIE with
+position correction and Pty-chi's LSQML with gradient position correction, when
+installed (``pip install
 ptylab``; ``pip install --no-deps ptychi`` plus pydantic: not lensfree dependencies):
 time per iteration, final object error and position error.
 
@@ -26,6 +33,8 @@ time per iteration, final object error and position error.
         --peer-iterations 50      # the issue's Pty-chi comparison only
     python benchmarks/bench_ptycho.py --positions 10000 --iterations 3 \
         --backends local:1,mpi:1,mpi:2,mpi:4 --peer-iterations 0   # the scale case
+    python benchmarks/bench_ptycho.py --positions 2500 --engine dm --backends local:1 \
+        --cases refine --peer-iterations 0   # the difference map's exit-wave store
 
 The timing rows also give the root process's peak memory and, beside it, the frames'
 amplitudes that process keeps itself (all of them on local, its share on MPI): the rest
@@ -56,6 +65,7 @@ from lensfree.engine import fft as fftlib  # noqa: E402
 from lensfree.engine import ptycho as pt  # noqa: E402
 from lensfree.engine import simulate_ptycho as sp  # noqa: E402
 from lensfree.io.scan import score_run, simulate_ptycho  # noqa: E402
+from lensfree.launch import stage_ptycho  # noqa: E402
 from lensfree.launch.backends import make_backend  # noqa: E402
 from lensfree.launch.stage_ptycho import PtychoStageParams, run_ptycho  # noqa: E402
 
@@ -76,16 +86,42 @@ def two_ffts_per_position(n: int, size: int) -> float:
     return median_time(run, 5)
 
 
-def _engine(case: str, iterations: int) -> PtychoStageParams:
+def _engine(case: str, iterations: int, engine: str = "parallel") -> PtychoStageParams:
     refine = case == "refine"
-    return PtychoStageParams(engine=pt.PtychoParams(iterations=iterations,
+    return PtychoStageParams(engine=pt.PtychoParams(engine=engine, iterations=iterations,
                                                     refine_positions=refine, refine_start=0),
                              checkpoint_every=10_000)
 
 
-def _cli_args(case: str, iterations: int) -> list[str]:
-    args = ["--iterations", str(iterations), "--checkpoint-every", "10000", "--quiet"]
+def _cli_args(case: str, iterations: int, engine: str = "parallel") -> list[str]:
+    args = ["--engine", engine, "--iterations", str(iterations), "--checkpoint-every",
+            "10000", "--quiet"]
     return args + (["--refine-positions", "--refine-start", "0"] if case == "refine" else [])
+
+
+def exit_store_time(frames: str, tmp: str, n_blocks: int | None = None) -> float:
+    """Seconds to store every block's exit waves once (one mode), as the difference map
+    stores them in an iteration: one chunk per block into a fresh run store's
+    ``ptycho/exit_waves`` (median of three passes)."""
+    from lensfree.launch import ptycho_workers as pw
+    from lensfree.partitioning import position_blocks
+
+    src = zarr.open_group(frames, mode="r")
+    n, h, w = src["frames"].shape
+    blocks = position_blocks(np.asarray(src["positions"][...]),
+                             n_blocks or max(1, int(np.ceil(n / 64))))
+    group = zarr.open_group(os.path.join(tmp, "exits.zarr"), mode="w").create_group("ptycho")
+    stage_ptycho._exit_waves_array(group, blocks, (1, h, w))
+    size = max(len(b) for b in blocks)
+    rng = np.random.default_rng(0)
+    exits = (rng.normal(size=(size, 1, h, w)) + 0j).astype(np.complex64)
+    waves = pw.ExitWaves(os.path.join(tmp, "exits.zarr", "ptycho", "exit_waves"), "bench",
+                         None, 0, 0)
+
+    def run():
+        for b in range(len(blocks)):
+            pw.store_exits(waves, b, 1, exits)
+    return median_time(run, 3)
 
 
 def _mpiexec() -> str | None:
@@ -94,10 +130,11 @@ def _mpiexec() -> str | None:
 
 
 def iteration_time(frames: str, tmp: str, case: str, backend: str, workers: int,
-                   iterations: int) -> tuple[float, float]:
+                   iterations: int, engine: str = "parallel", note: str = ""
+                   ) -> tuple[float, float]:
     """Median seconds per iteration of a run of ``iterations`` (after a warm-up run), and
-    the root's peak memory (MB)."""
-    tag = f"{case}-{backend}-{workers}"
+    the root's peak memory (MB); ``note`` tells runs of the same case apart."""
+    tag = f"{engine}-{case}-{backend}-{workers}{note.replace(' ', '-')}"
     if backend == "mpi":
         mpiexec = _mpiexec()
         if mpiexec is None:
@@ -105,16 +142,17 @@ def iteration_time(frames: str, tmp: str, case: str, backend: str, workers: int,
         out = os.path.join(tmp, f"run-{tag}.zarr")
         # one job: its first iteration reads the frames and plans; the median skips it
         cmd = [mpiexec, "-n", str(workers), sys.executable, "-m", "lensfree", "ptycho",
-               frames, "--out", out, "--backend", "mpi", *_cli_args(case, iterations + 2)]
+               frames, "--out", out, "--backend", "mpi",
+               *_cli_args(case, iterations + 2, engine)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if proc.returncode:
             raise RuntimeError(proc.stderr.strip().splitlines()[-1])
         attrs = zarr.open_group(out, mode="r")["ptycho"].attrs
         return attrs["seconds_per_iteration"], attrs["root_max_rss_mb"]
     with make_backend(backend, workers=workers, progress=False, dashboard_address=":0") as be:
-        run_ptycho(be, frames, os.path.join(tmp, f"warm-{tag}.zarr"), _engine(case, 2))
+        run_ptycho(be, frames, os.path.join(tmp, f"warm-{tag}.zarr"), _engine(case, 2, engine))
         attrs = run_ptycho(be, frames, os.path.join(tmp, f"run-{tag}.zarr"),
-                           _engine(case, iterations))
+                           _engine(case, iterations, engine))
         return attrs["seconds_per_iteration"], attrs["root_max_rss_mb"]
 
 
@@ -258,7 +296,7 @@ def _ptychi_run(frames: str, iterations: int, engine: str = "lsqml", batch: int 
 
 
 def side_by_side(tmp: str, n: int, size: int, iterations: int,
-                 position_error: float = 2.0, engines=("parallel", "lsqml", "epie"),
+                 position_error: float = 2.0, engines=("parallel", "lsqml", "epie", "dm"),
                  peers=("ptylab", "ptychi")) -> dict:
     """lensfree (each engine, refinement from iteration 10, 1 local worker), PtyLab (mPIE
     with position correction) and Pty-chi (LSQML with gradient position correction) on one
@@ -321,11 +359,13 @@ def main() -> None:
     ap.add_argument("--backends", default="local:1,local:2,dask:1,dask:2,mpi:1,mpi:2",
                     help="back end:workers pairs to time")
     ap.add_argument("--cases", default="refine,fixed", help="timing cases: refine, fixed")
+    ap.add_argument("--engine", default="parallel", choices=pt.ENGINES[2:],
+                    help="block engine of the timing rows")
     ap.add_argument("--peer-iterations", type=int, default=50,
                     help="iterations of the side-by-side runs with PtyLab (0: skip)")
     ap.add_argument("--peer-positions", type=int, default=200)
     ap.add_argument("--peer-size", type=int, default=128, help="frame side of the side by side")
-    ap.add_argument("--peer-engines", default="parallel,lsqml,epie",
+    ap.add_argument("--peer-engines", default="parallel,lsqml,epie,dm",
                     help="lensfree engines of the side by side")
     ap.add_argument("--peers", default="ptylab,ptychi", help="peer codes of the side by side")
     ap.add_argument("--out", default="benchmarks/results/bench_ptycho.json")
@@ -343,14 +383,22 @@ def main() -> None:
             simulate_ptycho(frames, sp.PtychoSimParams(
                 n_positions=n, frame_size=size, position_error=1.0 if case == "refine" else 0,
                 subpixel=case == "refine"))
-            for backend, workers in configs:
-                what = f"parallel engine, {case}, {backend}"
+            runs = [(b, w, None) for b, w in configs]
+            if args.engine == "dm":  # also stored every iteration, as on Dask
+                runs += [(b, w, "stored every iteration") for b, w in configs if b == "local"]
+            for backend, workers, note in runs:
+                what = f"{args.engine} engine, {case}, {backend}" + (f", {note}" if note else "")
+                placed = stage_ptycho.PLACED
                 try:
+                    if note:
+                        stage_ptycho.PLACED = ()
                     t, rss = iteration_time(frames, tmp, case, backend, workers,
-                                            args.iterations)
+                                            args.iterations, args.engine, note or "")
                 except Exception as exc:  # say why, keep the rest of the table
                     rows.append({"what": what, "workers": workers, "error": str(exc)})
                     continue
+                finally:
+                    stage_ptycho.PLACED = placed
                 print(f"{what} x{workers}: {t * per_k:.3f} s/iter/1000 ({t * per_k / limit:.1f}x "
                       f"limit), root {rss:.0f} MB", flush=True)
                 rows.append({"what": what, "workers": workers,
@@ -359,6 +407,11 @@ def main() -> None:
                              # the frames' amplitudes the root process keeps itself
                              "root_amplitudes_mb": n * size * size * 4 / 2**20
                              * {"local": 1, "mpi": 1 / workers}.get(backend, 0)})
+            if args.engine == "dm":
+                t = exit_store_time(frames, tmp) * per_k
+                print(f"dm exit waves stored once: {t:.3f} s/1000 positions", flush=True)
+                rows.append({"what": "dm exit waves, one store of every block", "workers": 1,
+                             "seconds_per_iteration_per_1000": t})
         peer = None
         if args.peer_iterations:
             peer = side_by_side(tmp, args.peer_positions, args.peer_size, args.peer_iterations,
