@@ -297,15 +297,16 @@ def _ptychi_run(frames: str, iterations: int, engine: str = "lsqml", batch: int 
 
 def side_by_side(tmp: str, n: int, size: int, iterations: int,
                  position_error: float = 2.0, engines=("parallel", "lsqml", "epie", "dm"),
-                 peers=("ptylab", "ptychi")) -> dict:
+                 peers=("ptylab", "ptychi"), seed: int = 0) -> dict:
     """lensfree (each engine, refinement from iteration 10, 1 local worker), PtyLab (mPIE
     with position correction) and Pty-chi (LSQML with gradient position correction) on one
-    simulated scan, the same iterations."""
-    frames = os.path.join(tmp, "scan-peer.zarr")
+    simulated scan (``seed``), the same iterations."""
+    frames = os.path.join(tmp, f"scan-peer-{seed}.zarr")
     simulate_ptycho(frames, sp.PtychoSimParams(n_positions=n, frame_size=size,
-                                               position_error=position_error, subpixel=True))
+                                               position_error=position_error, subpixel=True,
+                                               seed=seed))
     out = {"positions": n, "frame": size, "iterations": iterations,
-           "position_error_rms_px": position_error}
+           "position_error_rms_px": position_error, "seeds": [seed]}
     for engine in engines:
         run = os.path.join(tmp, f"peer-lensfree-{engine}.zarr")
         params = PtychoStageParams(engine=pt.PtychoParams(
@@ -330,10 +331,30 @@ def side_by_side(tmp: str, n: int, size: int, iterations: int,
     return out
 
 
+def median_over_scans(runs: list[dict]) -> dict:
+    """The side by side of several scans (`side_by_side` of each seed): every code's
+    median of each number, and its object errors scan by scan (``object_errors``)."""
+    out = {k: v for k, v in runs[0].items() if not isinstance(v, dict)}
+    out["seeds"] = [s for r in runs for s in r["seeds"]]
+    for name, first in runs[0].items():
+        if not isinstance(first, dict):
+            continue
+        if "error" in first:
+            out[name] = first
+            continue
+        rows = [r[name] for r in runs]
+        out[name] = {key: float(np.median([row[key] for row in rows])) for key in first}
+        out[name]["object_errors"] = [row["object_error"] for row in rows]
+    return out
+
+
 def print_peer(peer: dict) -> None:
+    seeds = peer.get("seeds", [0])
     print(f"\nside by side: {peer['positions']} positions of {peer['frame']}^2, "
           f"{peer['iterations']} iterations, recorded positions "
-          f"{peer['position_error_rms_px']:g} px RMS off (sub-pixel truth)")
+          f"{peer['position_error_rms_px']:g} px RMS off (sub-pixel truth)"
+          + (f"; medians over {len(seeds)} scans (seeds {', '.join(map(str, seeds))})"
+             if len(seeds) > 1 else ""))
     print(f"{'code':32s} {'ms/frame-iter':>13s} {'object error':>12s} "
           f"{'pos. error before':>17s} {'after':>7s} {'cut':>5s}")
     labels = {"ptylab": "PtyLab mPIE + pcPIE", "ptychi": "Pty-chi LSQML + gradient pos."}
@@ -347,9 +368,11 @@ def print_peer(peer: dict) -> None:
             continue
         ms = r["seconds_per_iteration"] / peer["positions"] * 1e3
         cut = 1 - r["position_error_after"] / r["position_error_before"]
-        print(f"{label:32s} {ms:13.3f} {r['object_error']:12.3f} "
+        per_scan = ("  (" + " ".join(f"{e:.4f}" for e in r["object_errors"]) + ")"
+                    if len(r.get("object_errors", ())) > 1 else "")
+        print(f"{label:32s} {ms:13.3f} {r['object_error']:12.4f} "
               f"{r['position_error_before']:17.2f} {r['position_error_after']:7.2f} "
-              f"{cut:5.0%}")
+              f"{cut:5.0%}{per_scan}")
 
 
 def main() -> None:
@@ -368,6 +391,9 @@ def main() -> None:
     ap.add_argument("--peer-engines", default="parallel,lsqml,epie,dm",
                     help="lensfree engines of the side by side")
     ap.add_argument("--peers", default="ptylab,ptychi", help="peer codes of the side by side")
+    ap.add_argument("--peer-seeds", default="0",
+                    help="seeds of the side-by-side scans (medians over them: one scan's "
+                         "object error moves by ~10%% from seed to seed)")
     ap.add_argument("--out", default="benchmarks/results/bench_ptycho.json")
     args = ap.parse_args()
     n, size = args.positions, 128
@@ -414,9 +440,11 @@ def main() -> None:
                              "seconds_per_iteration_per_1000": t})
         peer = None
         if args.peer_iterations:
-            peer = side_by_side(tmp, args.peer_positions, args.peer_size, args.peer_iterations,
-                                engines=tuple(args.peer_engines.split(",")),
-                                peers=tuple(p for p in args.peers.split(",") if p))
+            peer = median_over_scans([
+                side_by_side(tmp, args.peer_positions, args.peer_size, args.peer_iterations,
+                             engines=tuple(args.peer_engines.split(",")),
+                             peers=tuple(p for p in args.peers.split(",") if p), seed=seed)
+                for seed in (int(v) for v in args.peer_seeds.split(","))])
     _print(rows, limit)
     if peer:
         print_peer(peer)
