@@ -75,6 +75,7 @@ class ExitWaves:
     stored: bool = True    # the store's slot `read` holds them (else only caches do)
     persist: bool = True   # this iteration's go to the store too
     probe_pass: bool = False  # the overlap projection's probe half: read `write`, no write
+    restart: np.ndarray | None = None  # (k,) positions whose exit waves start again
 
 
 _exit_cache: OrderedDict = OrderedDict()
@@ -186,7 +187,9 @@ def _dm_block(shared: Shared, b: int, index: np.ndarray, args) -> Partial:
     if first:  # padded to the chunk, so that the store writes it whole
         m, h, w = shared.probe.shape
         exits = np.zeros((_exit_array(waves).shape[2], m, h, w), shared.probe.dtype)
+    restart = None if waves.restart is None else waves.restart[index]
     result = dm.dm_block(shared.obj, shared.probe, exits[:k], *args, first=first,
+                         restart=restart,
                          alpha=waves.alpha, relax=waves.relax, refine=shared.refine,
                          propagator=shared.propagator)
     store_exits(waves, b, waves.version + 1, exits)

@@ -36,7 +36,9 @@ block (the block's positions in `position_blocks` order, zero-padded; each block
 the only writer of its chunk): three slots, an iteration reading the one the last
 iteration wrote and writing one that is neither that nor the last checkpoint's, which the
 checkpoint names in attrs ``exit_waves_slot`` and ``exit_waves_iteration`` (the
-iterations done whose exit waves it holds). A rerun with the same parameters resumes
+iterations done whose exit waves it holds), and ``exit_waves_restart`` (N,) bool, the
+positions whose whole-pixel crop the checkpoint's last refinement moved (their exit
+waves start again as ``P O_j``, as in a run that goes on). A rerun with the same parameters resumes
 from the last checkpoint; the difference map resumes with that checkpoint's exit waves,
 and where the attrs do not name them (the run stopped between writing them and
 ``iterations_done``, or once ``--split-frc`` had begun, whose halves rewrite the array
@@ -212,18 +214,20 @@ class PtychoStage(Stage):
             if "object_momentum" in group:
                 velocity = (np.asarray(group["object_momentum"][...]),
                             np.asarray(group["probe_momentum"][...]))
-            slot = None
+            slot = restart = None
             if p.engine == "dm":
                 slot = group.attrs.get("exit_waves_slot")
                 if slot is None or group.attrs.get("exit_waves_iteration") != done:
                     slot = None
                     log.warning("%s: the stored exit waves are not those of iteration %d: "
                                 "they start again as P O", ctx.run_path, done)
+                elif "exit_waves_restart" in group:
+                    restart = np.asarray(group["exit_waves_restart"][...])
             return (done, np.asarray(group["object"][...]), np.asarray(group["probe"][...]),
                     scan.to_px(group["positions"][...]), np.asarray(group["errors"][...]),
-                    velocity, slot)
+                    velocity, (slot, restart))
         return (0, np.ones(inp.shape, np.complex64), self._first_probe(opts, inp),
-                scan.positions_px.copy(), np.full(p.iterations, np.nan), None, None)
+                scan.positions_px.copy(), np.full(p.iterations, np.nan), None, (None, None))
 
     @staticmethod
     def _first_probe(opts, inp: PtychoInput) -> np.ndarray:
@@ -293,7 +297,7 @@ class PtychoStage(Stage):
         written; without (a half of the scan) nothing is written."""
         scan, p = inp.scan, opts.params.engine
         h, w = scan.store.frame_shape
-        obj, probe, positions, velocity, slot = state
+        obj, probe, positions, velocity, (slot, restart) = state
         exits = None
         if p.engine == "dm":  # (lineage, last slot, checkpoint's slot, stored?, placed?)
             m, size = probe.shape[0], max(len(b) for b in blocks)
@@ -332,7 +336,7 @@ class PtychoStage(Stage):
                 persist = not exits[1] or (errors is not None and (
                     (it + 1) % opts.params.checkpoint_every == 0 or it + 1 == p.iterations))
                 obj, probe, err, steps, exits = self._dm_iteration(
-                    ctx, p, shared, update_probe, exits, persist, it, len(index))
+                    ctx, p, shared, update_probe, exits, persist, it, len(index), restart)
             elif ctx.is_root:
                 amp, valid = block_amplitudes(opts.frames, scan.store.mask, index,
                                                scan.propagator.centred_frames)
@@ -347,21 +351,25 @@ class PtychoStage(Stage):
                 if momentum and it >= p.probe_start:
                     obj, probe, velocity = pt.momentum_step(obj, probe, before, velocity,
                                                             momentum, update_probe)
+                restart = None
                 if refine:
                     positions = pt.refine_positions(
                         positions, steps, initial, gain=p.refine_gain, max_step=p.max_step,
                         affine=(scan.propagator.kind == "near-field"
                                 or it < p.refine_start + p.refine_affine))
+                    if p.engine == "dm":  # moved a pixel: their exit waves start again
+                        restart = np.any(pt.corners(positions, inp.origin, inp.shape,
+                                                    (h, w))[0] != crops, axis=1)
                 if errors is not None:
                     errors[it] = err / total
                     done = it + 1
                     if done % opts.params.checkpoint_every == 0 or done == p.iterations:
                         _checkpoint(ctx.group, scan, obj, probe, positions, errors, done,
-                                    velocity, None if p.engine != "dm" else exits[2])
+                                    velocity, None if p.engine != "dm" else exits[2], restart)
             if p.engine == "dm" and errors is not None and (
                     (it + 1) % opts.params.checkpoint_every == 0 or it + 1 == p.iterations):
                 exits = (*exits[:3], exits[2], exits[4])  # the checkpoint's slot, kept
-            obj, probe, positions = ctx.bcast((obj, probe, positions))
+            obj, probe, positions, restart = ctx.bcast((obj, probe, positions, restart))
             seconds.append(time.perf_counter() - t0)
         return obj, probe, positions, seconds
 
@@ -386,7 +394,8 @@ class PtychoStage(Stage):
                 _exit_waves_array(ctx.group, blocks, first.shape)
             obj, probe, positions, _ = self._iterate(
                 ctx, opts, inp, index, blocks, max(1, n_batches // 2), 0,
-                (np.ones(inp.shape, np.complex64), first.copy(), local.copy(), None, None),
+                (np.ones(inp.shape, np.complex64), first.copy(), local.copy(), None,
+                 (None, None)),
                 None, None)
             halves.append((obj, probe, positions))
         if not ctx.is_root:
@@ -431,7 +440,8 @@ class PtychoStage(Stage):
         return obj, probe, sums.error, sums.per_position(n) if shared.refine else None
 
     def _dm_iteration(self, ctx: Context, p: pt.PtychoParams, shared: Shared,
-                      update_probe: bool, exits: tuple, persist: bool, it: int, n: int):
+                      update_probe: bool, exits: tuple, persist: bool, it: int, n: int,
+                      restart: np.ndarray | None = None):
         """One iteration of the difference map: the exit waves and the object's overlap
         projection, then (``update_probe``) the probe's against the new object. ``exits``:
         (lineage, whether every block runs where it ran last, slot of the last
@@ -442,7 +452,8 @@ class PtychoStage(Stage):
         lineage, placed, read, keep, stored = exits
         write = min(set(range(EXIT_SLOTS)) - {read, keep})
         waves = ExitWaves(os.path.join(ctx.run_path, self.group, "exit_waves"), lineage, read,
-                          it, write, p.object_step, p.fourier_relax, stored, persist)
+                          it, write, p.object_step, p.fourier_relax, stored, persist,
+                          restart=restart)
         tag = f"{it:04d}"
         sums = self._reduce(ctx, replace(shared, exits=waves), it, p.iterations, tag, "dm")
         obj, probe = shared.obj, shared.probe
@@ -507,7 +518,7 @@ def _exit_waves_array(group, blocks, probe_shape) -> None:
 
 
 def _checkpoint(group, scan, obj, probe, positions, errors, done: int, velocity=None,
-                exit_slot: int | None = None) -> None:
+                exit_slot: int | None = None, restart: np.ndarray | None = None) -> None:
     group["object"][...] = obj
     group["probe"][...] = probe
     if velocity is not None:  # the momentum, for a resumed run to go on as this one
@@ -516,6 +527,8 @@ def _checkpoint(group, scan, obj, probe, positions, errors, done: int, velocity=
     runstore.write_array(group, "positions", scan.to_unit(positions))
     group["errors"][:done] = errors[:done]
     if exit_slot is not None:  # the difference map's exit waves of this checkpoint
+        runstore.write_array(group, "exit_waves_restart",
+                             np.zeros(len(positions), bool) if restart is None else restart)
         group.attrs.update({"exit_waves_slot": exit_slot, "exit_waves_iteration": done})
     group.attrs["iterations_done"] = done  # last: the checkpoint is whole
 

@@ -16,7 +16,8 @@ object inertia ``r`` (:func:`apply_update`, the parallel form's update, with the
 likewise: one alternation of object and probe per iteration). The blocks' sums are the
 parallel form's :class:`BlockResult`, with ``psi_j`` where that form has ``psi'_j``; the
 position step is the parallel form's, on ``psi_j - P_j O_j``. The exit waves start as
-``P O_j``. The Fourier error is that of the projected field
+``P O_j``, and start again so wherever refinement moved a position's whole-pixel crop.
+The Fourier error is that of the projected field
 ``(1 + alpha) P O_j - alpha psi_j``, as ptypy reports it.
 """
 
@@ -32,8 +33,8 @@ from lensfree.engine.ptycho.parallel import BlockResult
 
 def dm_block(obj: np.ndarray, probe: np.ndarray, exits: np.ndarray, crops: np.ndarray,
              fractions: np.ndarray, amp: np.ndarray, valid: np.ndarray | None, *,
-             first: bool = False, alpha: float = 1.0, relax: float = 0.0,
-             refine: bool = False, propagator=None) -> BlockResult:
+             first: bool = False, restart: np.ndarray | None = None, alpha: float = 1.0,
+             relax: float = 0.0, refine: bool = False, propagator=None) -> BlockResult:
     """One block's difference-map update: its sums, and its exit waves updated in place.
 
     Parameters
@@ -43,6 +44,10 @@ def dm_block(obj: np.ndarray, probe: np.ndarray, exits: np.ndarray, crops: np.nd
     exits : (B, M, h, w) complex64 exit waves of the block's positions from the last
         iteration, updated in place; with ``first`` they start as ``P_j O_j`` (their
         values unread).
+    restart : (B,) bool, positions whose exit waves start again as ``P_j O_j``: those whose
+        whole-pixel crop moved since their exit waves were made (the stored waves, in the
+        probe's frame, would stand a pixel off the object under them: an inconsistency
+        the difference map amplifies, and refinement diverged).
     alpha : ``psi_j + P_F((1 + alpha) P O_j - alpha psi_j) - P O_j`` (1: the standard
         difference map).
     relax : ptypy's ``fourier_relax_factor``: ``P_F`` projects onto the measured moduli
@@ -72,7 +77,9 @@ def dm_block(obj: np.ndarray, probe: np.ndarray, exits: np.ndarray, crops: np.nd
     bounds = 0.25 * relax ** 2 * np.sum(np.square(amp, dtype=np.float64), axis=(1, 2))
     for i, (y, x) in enumerate(crops):
         probe_j = kernel.shift_probe(spectrum, ry[i], rx[i]) if shifted[i] else probe
-        compiled.dm_reflect(probe_j, obj, y, x, exits[i], first, a, kernel.model, kernel.psi)
+        compiled.dm_reflect(probe_j, obj, y, x, exits[i],
+                            first or (restart is not None and bool(restart[i])), a,
+                            kernel.model, kernel.psi)
         errors[i] = kernel.project_field(amp[i], amp_scaled[i],
                                          None if invalid is None else invalid[i],
                                          shifted=bool(shifted[i]), residual=False,
