@@ -22,11 +22,10 @@ three passes over every block): what the store costs of an iteration.
 
 Then a side-by-side scan (``--peer-positions`` of ``--peer-size``^2, 2 px RMS position
 errors, sub-pixel truth) goes through lensfree's engines (``--peer-engines``: parallel,
-LSQML, ePIE, the difference map; refinement from iteration 10), PtyLab's mPIE with
-position correction and Pty-chi's LSQML with gradient position correction, when
-installed (``pip install
-ptylab``; ``pip install --no-deps ptychi`` plus pydantic: not lensfree dependencies):
-time per iteration, final object error and position error.
+LSQML, ePIE, the difference map; refinement from the default iteration, 1), PtyLab's
+mPIE with position correction and Pty-chi's LSQML with gradient position correction, when
+installed (``pip install ptylab``; ``pip install --no-deps ptychi`` plus pydantic: not
+lensfree dependencies): time per iteration, final object error and position error.
 
     python benchmarks/bench_ptycho.py [--positions 1000] [--iterations 5] [--out results.json]
     python benchmarks/bench_ptycho.py --backends "" --peer-positions 289 --peer-size 64 \
@@ -298,9 +297,9 @@ def _ptychi_run(frames: str, iterations: int, engine: str = "lsqml", batch: int 
 def side_by_side(tmp: str, n: int, size: int, iterations: int,
                  position_error: float = 2.0, engines=("parallel", "lsqml", "epie", "dm"),
                  peers=("ptylab", "ptychi"), seed: int = 0) -> dict:
-    """lensfree (each engine, refinement from iteration 10, 1 local worker), PtyLab (mPIE
-    with position correction) and Pty-chi (LSQML with gradient position correction) on one
-    simulated scan (``seed``), the same iterations."""
+    """lensfree (each engine with its defaults and refinement, 1 local worker), PtyLab
+    (mPIE with position correction) and Pty-chi (LSQML with gradient position correction)
+    on one simulated scan (``seed``), the same iterations."""
     frames = os.path.join(tmp, f"scan-peer-{seed}.zarr")
     simulate_ptycho(frames, sp.PtychoSimParams(n_positions=n, frame_size=size,
                                                position_error=position_error, subpixel=True,
@@ -310,7 +309,7 @@ def side_by_side(tmp: str, n: int, size: int, iterations: int,
     for engine in engines:
         run = os.path.join(tmp, f"peer-lensfree-{engine}.zarr")
         params = PtychoStageParams(engine=pt.PtychoParams(
-            engine=engine, iterations=iterations, refine_positions=True, refine_start=10))
+            engine=engine, iterations=iterations, refine_positions=True))
         with make_backend("local", workers=1, progress=False) as be:
             attrs = run_ptycho(be, frames, run, params)
         err, before, after = score_run(frames, run)

@@ -51,7 +51,10 @@ class PtychoParams:
         iterations of 200 positions of 128^2 it lowers the object error by 3-10% on every
         one of four simulated scans (median 0.0412 -> 0.0389) and costs ~2% at 200.
     refine_positions, refine_start, refine_every : refine every position every
-        ``refine_every`` iterations from iteration ``refine_start``.
+        ``refine_every`` iterations from iteration ``refine_start`` (1: after the first
+        iteration's object, as PtyLab's pcPIE starts; on 200 positions of 128^2 2 px RMS
+        off, from 1 instead of 10 lowers the object error at 50 iterations by 0-11% on
+        each of four scans, and changes nothing at 200 on 289 of 64^2).
     refine_gain, max_step : ``dr <- clip(gain * dr, -max_step, max_step)`` px per update.
     refine_affine : for this many iterations from ``refine_start`` the corrections lose
         their affine part (scale, shear, rotation), which creeps while object and probe
@@ -84,7 +87,7 @@ class PtychoParams:
                             "change of object and probe (0: none)",
                             check=within(0, 1, closed="both"))
     refine_positions: bool = param(False, "refine every position", action="store_true")
-    refine_start: int = param(10, "refine positions from this iteration", check=at_least(0))
+    refine_start: int = param(1, "refine positions from this iteration", check=at_least(0))
     refine_every: int = param(1, "refine positions every k iterations", check=at_least(1))
     refine_gain: float = param(1.0, "gain of the position step", check=positive)
     max_step: float = param(0.5, "px per position update and axis", check=positive)
