@@ -116,6 +116,15 @@ def load_exits(waves: ExitWaves, block: int, version: int, slot: int | None, *,
     return np.asarray(_exit_array(waves)[slot, block])
 
 
+def forget_exits(lineage: str) -> None:
+    """Drop this process's cached exit waves of ``lineage``, a finished run of iterations
+    (a Dask worker's go as its cache fills)."""
+    with _amplitude_lock:
+        for key in [k for k in _exit_cache if k[0] == lineage]:
+            del _exit_cache[key]
+        _exit_arrays.clear()
+
+
 def exits_fit_cache(nbytes: int) -> bool:
     """Whether a process's cache holds ``nbytes`` of exit waves (`AMPLITUDE_CACHE_BYTES`)."""
     return nbytes <= AMPLITUDE_CACHE_BYTES

@@ -76,6 +76,7 @@ from lensfree.launch.ptycho_workers import (
     Shared,
     block_amplitudes,
     exits_fit_cache,
+    forget_exits,
     ptycho_block,
 )
 from lensfree.launch.stage import Context, Execution, Stage, run_stage
@@ -371,6 +372,8 @@ class PtychoStage(Stage):
                 exits = (*exits[:3], exits[2], exits[4])  # the checkpoint's slot, kept
             obj, probe, positions, restart = ctx.bcast((obj, probe, positions, restart))
             seconds.append(time.perf_counter() - t0)
+        if exits is not None:
+            forget_exits(exits[0])
         return obj, probe, positions, seconds
 
     def _split_frc(self, ctx: Context, opts, inp: PtychoInput, n_batches: int) -> dict | None:
