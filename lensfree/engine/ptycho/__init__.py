@@ -24,6 +24,9 @@ Modules, along the seams of the method:
   :func:`block_update` and :func:`apply_update`.
 - ``lsqml``: LSQML (Odstrcil et al. 2018): the parallel form's directions with every
   position's optimal step lengths, a second pass of block sums.
+- ``dm``: the difference map (Thibault et al. 2009): every position's exit waves kept
+  between iterations (the caller keeps them), the overlap projection from the parallel
+  form's block sums, :func:`dm.dm_block`, then the probe's, :func:`dm.dm_probe_block`.
 - ``positions``: the steps applied, bounded, global part removed, :func:`refine_positions`.
 - ``score``: object and position errors against a truth, :func:`score`.
 - ``params``: :class:`PtychoParams`.
@@ -36,6 +39,8 @@ References
 A. M. Maiden and J. M. Rodenburg, Ultramicroscopy 109, 1256 (2009).
 A. M. Maiden, D. Johnson and P. Li, Optica 4, 736 (2017).
 M. Odstrcil, A. Menzel and M. Guizar-Sicairos, Opt. Express 26, 3108 (2018) (LSQML).
+P. Thibault, M. Dierolf, O. Bunk, A. Menzel and F. Pfeiffer, Ultramicroscopy 109, 338
+(2009) (the difference map).
 P. Thibault and A. Menzel, Nature 494, 68 (2013) (mixed states).
 P. Dwivedi et al., Ultramicroscopy 192, 29 (2018) (gradient position correction).
 """
