@@ -12,6 +12,7 @@ import os
 import shutil
 import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numcodecs.blosc
@@ -280,6 +281,53 @@ class ChunkReader:
     def release(self) -> None:
         """Let go of this thread's decode buffer (before the root's whole-pattern steps)."""
         self._local.buffer = None
+
+
+#: decoded chunks a process keeps for `read_rows` (LRU): the scan's blocks go in spatial
+#: order, and neighbouring blocks share chunks, so each chunk is decoded about once
+ROW_CHUNK_CACHE_BYTES = 64 * 2**20
+
+_row_chunks: OrderedDict = OrderedDict()
+_row_chunks_bytes = [0]
+_row_lock = threading.Lock()
+
+
+def read_rows(path: str, index: np.ndarray) -> np.ndarray:
+    """Frames ``index`` (any order) of a store, as stored: each chunk they fall in decoded
+    once (`ChunkReader`) and kept in this process's LRU of decoded chunks
+    (`ROW_CHUNK_CACHE_BYTES`), where Zarr's fancy selection decodes a chunk once per
+    call. A chunk absent from the store is an error naming its frames, never the fill
+    value."""
+    reader = chunk_reader(path)
+    index = np.asarray(index, np.int64)
+    k = reader.array.chunks[0]
+    out = np.empty((len(index), *reader.array.shape[1:]), reader.array.dtype)
+    for c in np.unique(index // k):
+        chunk = _row_chunk(reader, int(c))
+        rows = np.flatnonzero(index // k == c)
+        out[rows] = chunk[index[rows] - c * k]
+    return out
+
+
+def _row_chunk(reader: ChunkReader, c: int) -> np.ndarray:
+    k = reader.array.chunks[0]
+    key = (reader, c)  # the reader: one per store version
+    with _row_lock:
+        hit = _row_chunks.get(key)
+        if hit is not None:
+            _row_chunks.move_to_end(key)
+            return hit
+    start, stop = c * k, min((c + 1) * k, reader.array.shape[0])
+    if reader.absent(start, stop):
+        raise LensfreeError(f"{reader.path}: the chunk of frames {start}-{stop - 1} is missing "
+                            "from the store (lost in a copy?); every frame must be present")
+    chunk = np.array(reader.read(start, stop))  # a copy: the reader's buffer is reused
+    with _row_lock:
+        _row_chunks[key] = chunk
+        _row_chunks_bytes[0] += chunk.nbytes
+        while _row_chunks_bytes[0] > ROW_CHUNK_CACHE_BYTES and len(_row_chunks) > 1:
+            _row_chunks_bytes[0] -= _row_chunks.popitem(last=False)[1].nbytes
+    return chunk
 
 
 @functools.lru_cache(maxsize=4)

@@ -158,6 +158,12 @@ def read_scan(path: str, *, propagation: str | None = None, wavelength: float | 
     if len(bad):
         raise LensfreeError(f"{path}: positions of {len(bad)} frames are NaN or inf (first: "
                             f"frame {bad[0]})")
+    lost = frame_io.chunk_reader(path).absent(0, n)
+    if lost:
+        more = f" and {len(lost) - 1} more ranges" if len(lost) > 1 else ""
+        raise LensfreeError(f"{path}: frames {lost[0][0]}-{lost[0][1] - 1}{more} are missing "
+                            "from the store (their chunks are absent); ptychography needs "
+                            "every frame: restore them or write a store without them")
     unit = store.attrs.get("positions_unit", "m")
     pixel_m = None
     if unit == "m" and prop.kind == "near-field":

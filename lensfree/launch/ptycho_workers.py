@@ -13,41 +13,78 @@ import numpy as np
 import zarr
 
 from lensfree.engine import ptycho as pt
+from lensfree.engine.ptycho import batches as batching
 from lensfree.engine.ptycho import dm, lsqml
 from lensfree.engine.ptycho.sums import Partial
+from lensfree.io import frames as frame_io
 
 #: bytes of amplitudes a worker process keeps between iterations (LRU over blocks)
 AMPLITUDE_CACHE_BYTES = int(float(os.environ.get("LENSFREE_PTYCHO_CACHE_MB", "4096")) * 2**20)
 
 _amplitude_cache: OrderedDict = OrderedDict()
+_amplitude_bytes = [0]
 _amplitude_lock = threading.Lock()
+_read_lock = threading.Lock()
 
 
-def block_amplitudes(path: str, mask: np.ndarray, index: np.ndarray, centred: bool = True):
-    """``(amplitude, valid or None)`` of a block's frames, read once per process and kept
-    for the next iterations (LRU, `AMPLITUDE_CACHE_BYTES`). The key holds the frames'
-    metadata time, so a store rewritten at the same path is read again."""
+def block_amplitudes(path: str, mask: np.ndarray, index: np.ndarray, centred: bool = True,
+                     *, block: np.ndarray | None = None, parents: tuple = (),
+                     n_batches: int = 1):
+    """``(amplitude, valid or None)`` of frames ``index[block]`` (``block`` None: all of
+    ``index``), read once per process and kept for the next iterations (LRU,
+    `AMPLITUDE_CACHE_BYTES`; the key holds the frames' metadata time, so a store rewritten
+    at the same path is read again). ``parents``: whole blocks of positions (indices into
+    ``index``) that this process runs, one of them ``block``'s own, each dealt by
+    `batches.split_batches` into ``n_batches`` batches (``block`` one of the shares): a miss
+    reads them all at once and keeps every share, so each frame is read once and each
+    chunk of the store decoded about once (`frames.read_rows`)."""
+    index = np.asarray(index)
+    rows = index if block is None else index[block]
     try:
         stamp = os.stat(os.path.join(path, "frames", "zarr.json")).st_mtime_ns
     except OSError:
         stamp = 0
-    key = (os.path.abspath(path), stamp, centred, index.tobytes())
-    with _amplitude_lock:
-        hit = _amplitude_cache.get(key)
-        if hit is not None:
-            _amplitude_cache.move_to_end(key)
-            return hit
-    frames = zarr.open_array(os.path.join(path, "frames"), mode="r")
-    block = frames.get_orthogonal_selection((index, slice(None), slice(None)))
-    amp, valid = pt.prepare_amplitudes(block, mask, centred=centred)
+    prefix = (os.path.abspath(path), stamp, centred)
+    for attempt in range(2):
+        with _amplitude_lock:
+            hit = _amplitude_cache.get((*prefix, rows.tobytes()))
+            if hit is not None:
+                _amplitude_cache.move_to_end((*prefix, rows.tobytes()))
+                return hit[0]
+        if not parents or attempt:
+            break
+        with _read_lock:  # one thread reads a run of blocks; the others then find theirs
+            if (*prefix, rows.tobytes()) not in _amplitude_cache:
+                _read_shares(path, mask, index, centred, parents, n_batches, prefix)
+    return _keep(prefix, rows, *pt.prepare_amplitudes(frame_io.read_rows(path, rows), mask,
+                                                      centred=centred))
+
+
+def _read_shares(path, mask, index, centred, parents, n_batches, prefix) -> None:
+    """The frames of the blocks ``parents`` read at once, each block's batch shares kept
+    (converted block by block: small arrays, no fresh memory to fault in)."""
+    whole = np.concatenate([np.asarray(p) for p in parents])
+    frames = frame_io.read_rows(path, index[whole])
+    start = 0
+    for parent in parents:
+        parent = np.asarray(parent)
+        amp, valid = pt.prepare_amplitudes(frames[start:start + len(parent)], mask,
+                                           centred=centred)
+        order = np.argsort(parent)
+        for (share,) in batching.split_batches([parent], n_batches):
+            at = order[np.searchsorted(parent, share, sorter=order)]
+            _keep(prefix, index[share], amp[at], valid[at])
+        start += len(parent)
+
+
+def _keep(prefix: tuple, rows: np.ndarray, amp: np.ndarray, valid: np.ndarray):
     hit = (amp, None if valid.all() else valid)
+    size = amp.nbytes + (0 if hit[1] is None else valid.nbytes)
     with _amplitude_lock:
-        _amplitude_cache[key] = hit
-        total = sum(a.nbytes + (v.nbytes if v is not None else 0)
-                    for a, v in _amplitude_cache.values())
-        while total > AMPLITUDE_CACHE_BYTES and len(_amplitude_cache) > 1:
-            a, v = _amplitude_cache.popitem(last=False)[1]
-            total -= a.nbytes + (v.nbytes if v is not None else 0)
+        _amplitude_cache[(*prefix, rows.tobytes())] = (hit, size)
+        _amplitude_bytes[0] += size
+        while _amplitude_bytes[0] > AMPLITUDE_CACHE_BYTES and len(_amplitude_cache) > 1:
+            _amplitude_bytes[0] -= _amplitude_cache.popitem(last=False)[1][1]
     return hit
 
 
@@ -159,6 +196,9 @@ class Shared:
     dobj: np.ndarray | None = None     # LSQML's second pass: the directions
     dprobe: np.ndarray | None = None
     exits: ExitWaves | None = None     # the difference map's
+    parents: tuple | None = None       # each block's whole block (all batches), or None
+    n_batches: int = 1                 # the batches `split_batches` dealt the parents into
+    read_runs: tuple | None = None     # (lo, hi) runs of blocks one process reads at once
 
 
 def ptycho_block(task: tuple[int, int], shared: Shared) -> Partial:
@@ -167,8 +207,10 @@ def ptycho_block(task: tuple[int, int], shared: Shared) -> Partial:
     (:func:`lsqml.step_block`), as a :class:`Partial`."""
     _, b = task
     index = shared.blocks[b]
-    amp, valid = block_amplitudes(shared.path, shared.mask, shared.index[index],
-                                   shared.propagator.centred_frames)
+    amp, valid = block_amplitudes(shared.path, shared.mask, shared.index,
+                                   shared.propagator.centred_frames, block=index,
+                                   parents=_read_together(shared, b),
+                                   n_batches=shared.n_batches)
     args = (shared.crops[index], shared.fractions[index], amp, valid)
     if shared.exits is not None:
         return _dm_block(shared, b, index, args)
@@ -179,6 +221,16 @@ def ptycho_block(task: tuple[int, int], shared: Shared) -> Partial:
     result = pt.block_update(shared.obj, shared.probe, *args, refine=shared.refine,
                              propagator=shared.propagator)
     return Partial.of(result, index)
+
+
+def _read_together(shared: Shared, b: int) -> tuple:
+    """The whole blocks this process reads with block ``b``'s: its run in
+    ``shared.read_runs``, or its own alone."""
+    whole = shared.parents or shared.blocks
+    for lo, hi in shared.read_runs or ((b, b + 1),):
+        if lo <= b < hi:
+            return tuple(whole[lo:hi])
+    return (whole[b],)
 
 
 def _dm_block(shared: Shared, b: int, index: np.ndarray, args) -> Partial:

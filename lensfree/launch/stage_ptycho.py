@@ -89,6 +89,8 @@ TARGET_BLOCK_POSITIONS = 64
 #: slots of the difference map's stored exit waves: the last iteration's, the last
 #: checkpoint's and the one being written
 EXIT_SLOTS = 3
+#: frames (as stored) a process reads at once on its first pass (`_read_runs`)
+READ_RUN_BYTES = 256 * 2**20
 #: back ends that run a reduction's task ``b`` in the same process every time
 PLACED = ("local", "mpi")
 
@@ -310,7 +312,16 @@ class PtychoStage(Stage):
         if momentum and velocity is None:
             velocity = (np.zeros_like(obj), np.zeros_like(probe))
         initial = scan.positions_px[index]
-        batches = batching.split_batches(blocks, min(n_batches, len(index)))
+        n_batches = min(n_batches, len(index))
+        batches = batching.split_batches(blocks, n_batches)
+        parents = [None] * len(batches)  # each batch's blocks' whole blocks: read at once
+        if len(batches) > 1:
+            owner = np.empty(len(index), int)
+            for k, block in enumerate(blocks):
+                owner[block] = k
+            parents = [tuple(blocks[owner[b[0]]] for b in batch) for batch in batches]
+        runs = [_read_runs(ctx.backend, par or batch, h * w * scan.store.dtype.itemsize)
+                for batch, par in zip(batches, parents)]
         seconds = []
         for it in range(start, p.iterations):
             t0 = time.perf_counter()
@@ -322,7 +333,9 @@ class PtychoStage(Stage):
                 err, steps = 0.0, np.zeros((len(index), 2))
                 for g, batch in enumerate(batches):
                     shared = Shared(opts.frames, scan.store.mask, batch, index, obj, probe,
-                                    crops, fractions, refine, scan.propagator)
+                                    crops, fractions, refine, scan.propagator,
+                                    parents=parents[g], n_batches=n_batches,
+                                    read_runs=runs[g])
                     obj, probe, e, s = self._batch(ctx, p, shared, update_probe,
                                                    f"{it:04d}-{g}", it, len(index))
                     if ctx.is_root:
@@ -333,7 +346,7 @@ class PtychoStage(Stage):
                         obj, probe = ctx.bcast((obj, probe))
             elif p.engine == "dm":
                 shared = Shared(opts.frames, scan.store.mask, batches[0], index, obj, probe,
-                                crops, fractions, refine, scan.propagator)
+                                crops, fractions, refine, scan.propagator, read_runs=runs[0])
                 persist = not exits[1] or (errors is not None and (
                     (it + 1) % opts.params.checkpoint_every == 0 or it + 1 == p.iterations))
                 obj, probe, err, steps, exits = self._dm_iteration(
@@ -507,6 +520,28 @@ class PtychoStage(Stage):
 
 
 STAGE = PtychoStage()
+
+
+def _read_runs(backend: Backend, blocks, frame_bytes: int) -> tuple | None:
+    """``(lo, hi)`` runs of a batch's blocks that one process reads at once (each chunk of
+    the store then decoded about once, where block by block a spatially compact block
+    decodes every chunk its positions fall in): each process's tasks
+    (`Backend.placement`), cut where a run's frames pass `READ_RUN_BYTES`; None (each
+    block alone) where a scheduler places the tasks."""
+    placement = backend.placement(len(blocks))
+    if placement is None:
+        return None
+    runs = []
+    for tasks in placement:
+        lo, size = tasks.start, 0
+        for k in tasks:
+            if size and size + len(blocks[k]) * frame_bytes > READ_RUN_BYTES:
+                runs.append((lo, k))
+                lo, size = k, 0
+            size += len(blocks[k]) * frame_bytes
+        if len(tasks):
+            runs.append((lo, tasks.stop))
+    return tuple(runs)
 
 
 def _exit_waves_array(group, blocks, probe_shape) -> None:

@@ -18,6 +18,7 @@ from lensfree.engine.ptycho import compiled
 from lensfree.engine.ptycho.geometry import is_shifted, ramp_factors
 from lensfree.engine.ptycho.kernel import PositionKernel, scaled_amplitudes
 from lensfree.engine.ptycho.probe import orthogonalise_modes
+from lensfree.engine.ptycho.sums import Partial, combine
 
 
 @dataclass
@@ -127,27 +128,28 @@ def fold(obj_shape, probe_shape, results) -> Sums:
 
 def apply_update(obj: np.ndarray, probe: np.ndarray, results, *, update_probe: bool,
                  regularisation: float = 1e-3):
-    """New ``(object, probe)`` from block results folded in the order given.
+    """New ``(object, probe)`` from block results (:class:`BlockResult`, or folded
+    partials, :class:`Partial`) folded in the order given.
 
     ``O = O_old + sum num / (sum den + r)`` with ``r = regularisation * max(den)`` (the
     blocks' ``num`` are ``sum conj(P_j) (psi' - psi)``: this is
     ``(sum conj(P_j) psi' + r O_old) / (sum den + r)``);
     ``P = P_old + sum pnum / (sum pden + r_P)`` (the blocks' ``pnum`` are increments,
     ``sum conj(O_j) (psi' - psi)``; with whole-pixel positions this is the same as
-    ``(sum conj(O_j) psi' + r_P P_old) / (sum pden + r_P)``).
+    ``(sum conj(O_j) psi' + r_P P_old) / (sum pden + r_P)``). The object is updated tile
+    by tile where the blocks' sums lie (:meth:`Partial.stepped`): no object-sized sums.
     """
-    sums = fold(obj.shape, probe.shape, results)
-    num, den, pnum, pden = sums.num, sums.den, sums.pnum, sums.pden
-    reg = regularisation * den.max()
-    # in place on the folded sums (object-sized: no temporaries), the same numbers
-    den += reg
-    num /= den
-    num += obj
-    new_obj = num.astype(obj.dtype)
+    total = None
+    for r in results:
+        if not isinstance(r, Partial):
+            r = Partial.of(r, np.arange(len(r.error)))
+        total = r if total is None else combine(total, r)
+    new_obj = total.stepped(obj, regularisation * total.den_max())
     new_probe = probe
     if update_probe:
-        preg = regularisation * pden.max()
-        new_probe = orthogonalise_modes((probe + pnum / (pden + preg)).astype(probe.dtype))
+        preg = regularisation * total.probe_den.max()
+        new_probe = orthogonalise_modes(
+            (probe + total.probe_num / (total.probe_den + preg)).astype(probe.dtype))
     return new_obj, new_probe
 
 

@@ -78,6 +78,21 @@ class Partial:
                 part = out[y:y + TILE, x:x + TILE]
                 part += tile[:part.shape[0], :part.shape[1]]
 
+    def stepped(self, obj: np.ndarray, reg: float) -> np.ndarray:
+        """A new ``obj + num / (den + reg)``, tile by tile (in double, then ``obj``'s type;
+        a pixel no tile holds is unchanged): the update without object-sized sums."""
+        out = obj.copy()
+        for key, num in self.obj_num.items():
+            y, x = key[0] * TILE, key[1] * TILE
+            part = out[y:y + TILE, x:x + TILE]
+            py, px = part.shape
+            part[...] = num[:py, :px] / (self.obj_den[key][:py, :px] + reg) + part
+        return out
+
+    def den_max(self) -> float:
+        """The largest ``sum |P|^2`` of the object."""
+        return max((float(t.max()) for t in self.obj_den.values()), default=0.0)
+
     def per_position(self, n: int) -> np.ndarray | None:
         """(n, 2) the per-position values in position order (None when there are none)."""
         if self.steps is None:

@@ -102,6 +102,12 @@ class Backend(ABC):
         """``obj`` from the root, on every process (identity where there is one process)."""
         return obj
 
+    def placement(self, n_tasks: int) -> list[range] | None:
+        """The tasks of an ``n_tasks`` `map` or `reduce` that each process runs, the same
+        every time (a worker may then read once what its tasks share); None where a
+        scheduler places them."""
+        return None
+
     def close(self) -> None:
         pass
 

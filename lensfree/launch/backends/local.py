@@ -21,6 +21,9 @@ class LocalBackend(Backend):
     def from_options(cls, options: BackendOptions) -> LocalBackend:
         return cls(options.workers or 1, progress=options.progress)
 
+    def placement(self, n_tasks: int) -> list[range]:
+        return [range(n_tasks)]  # one process, its threads
+
     def map(self, fn, tasks, shared=None, *, names=None, desc=""):
         with self._bar(len(tasks), desc) as bar:
             if self.n_workers == 1:

@@ -130,6 +130,9 @@ class MPIBackend(Backend):
         sends = None
         return bcast_value(self.comm, result) if everywhere else result
 
+    def placement(self, n_tasks: int) -> list[range]:
+        return [assign(n_tasks, self.n_workers, r) for r in range(self.n_workers)]
+
     def bcast(self, obj):
         # arrays out of band (`bcast_value`): no copy into a pickle on the root, none out
         # of it on the others; an object-sized array every batch of a ptycho iteration
