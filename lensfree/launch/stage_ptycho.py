@@ -84,7 +84,10 @@ from lensfree.partitioning import position_blocks
 
 log = logging.getLogger(__name__)
 
-#: positions per block to aim for when the number of blocks is not given
+#: positions per block and batch to aim for when the number of blocks is not given (a
+#: block's fixed costs, its box's sums and their tiles through the fold, are paid once a
+#: batch: at 10,000 positions in 7 batches, blocks of 64 positions, 9 a batch, cost 1.4x
+#: the iteration of blocks of 250)
 TARGET_BLOCK_POSITIONS = 64
 #: slots of the difference map's stored exit waves: the last iteration's, the last
 #: checkpoint's and the one being written
@@ -158,6 +161,7 @@ class PtychoInput:
     origin: np.ndarray
     shape: tuple
     blocks: tuple
+    n_batches: int    # the block engines' batches per iteration (`_n_batches`)
 
 
 class PtychoStage(Stage):
@@ -176,11 +180,13 @@ class PtychoStage(Stage):
                          distance=g.distance, pixel_size=g.pixel_size)
         n, frame = scan.store.n_frames, scan.store.frame_shape
         origin, shape = pt.object_frame(scan.positions_px, frame, opts.params.margin)
-        n_blocks = opts.params.blocks or max(1, int(np.ceil(n / TARGET_BLOCK_POSITIONS)))
+        n_batches = self._n_batches(opts, scan)
+        n_blocks = opts.params.blocks or max(
+            1, int(np.ceil(n / (TARGET_BLOCK_POSITIONS * n_batches))))
         if n_blocks > n:
             raise LensfreeError(f"--blocks {n_blocks}: more blocks than the {n} positions")
         return PtychoInput(scan, origin, shape,
-                           tuple(position_blocks(scan.positions_px, n_blocks)))
+                           tuple(position_blocks(scan.positions_px, n_blocks)), n_batches)
 
     def inputs(self, opts, inp: PtychoInput) -> dict:
         store = inp.scan.store
@@ -229,12 +235,11 @@ class PtychoStage(Stage):
             return (done, np.asarray(group["object"][...]), np.asarray(group["probe"][...]),
                     scan.to_px(group["positions"][...]), np.asarray(group["errors"][...]),
                     velocity, (slot, restart))
-        return (0, np.ones(inp.shape, np.complex64), self._first_probe(opts, inp),
+        return (0, np.ones(inp.shape, np.complex64), self._first_probe(opts, inp.scan),
                 scan.positions_px.copy(), np.full(p.iterations, np.nan), None, (None, None))
 
     @staticmethod
-    def _first_probe(opts, inp: PtychoInput) -> np.ndarray:
-        scan = inp.scan
+    def _first_probe(opts, scan: ScanInput) -> np.ndarray:
         prop = scan.propagator
         amp, _ = pt.prepare_amplitudes(
             frame_io.read_frames(opts.frames, 0, min(scan.store.n_frames, 256)),
@@ -252,7 +257,7 @@ class PtychoStage(Stage):
             fft.get_fft2((h, w)).prepare()  # plan once so every worker loads the same wisdom
             frames = zarr.open_array(os.path.join(opts.frames, "frames"), mode="r")
             total = _total_power(frames, scan.store.mask)
-            state = (*state, self._n_batches(opts, inp, scan.positions_px))
+            state = (*state, inp.n_batches)
         start, obj, probe, positions, errors, velocity, slot, n_batches = ctx.bcast(state)
         initial = scan.positions_px
         obj, probe, positions, seconds = self._iterate(
@@ -279,15 +284,15 @@ class PtychoStage(Stage):
         return out
 
     @staticmethod
-    def _n_batches(opts, inp: PtychoInput, positions: np.ndarray) -> int:
+    def _n_batches(opts, scan: ScanInput) -> int:
         """The block engines' batches per iteration: the parameter, else from the overlap
         of the starting probe at the recorded positions (the same on a resumed run)."""
         p = opts.params.engine
         if p.batches is not None or p.engine not in ("parallel", "lsqml"):  # dm: one
             return p.batches or 1
-        probe = PtychoStage._first_probe(opts, inp)
-        return batching.default_batches(batching.scan_overlap(positions, probe),
-                                        len(positions))
+        probe = PtychoStage._first_probe(opts, scan)
+        return batching.default_batches(batching.scan_overlap(scan.positions_px, probe),
+                                        len(scan.positions_px))
 
     def _iterate(self, ctx: Context, opts, inp: PtychoInput, index, blocks, n_batches, start,
                  state, errors, total):
@@ -397,7 +402,7 @@ class PtychoStage(Stage):
 
         scan = inp.scan
         n = scan.store.n_frames
-        first = ctx.bcast(self._first_probe(opts, inp) if ctx.is_root else None)
+        first = ctx.bcast(self._first_probe(opts, inp.scan) if ctx.is_root else None)
         if ctx.is_root and "exit_waves" in ctx.group:  # each half has its own blocks
             ctx.group.attrs["exit_waves_slot"] = None
         halves = []
