@@ -56,12 +56,17 @@ def assign(n_tasks: int, n_workers: int, worker: int) -> range:
     """The contiguous block of task indices that ``worker`` of ``n_workers`` takes.
 
     Blocks differ in length by at most one; contiguous blocks keep a worker's reads local.
+    The longer blocks go to workers 1, 2, ... before worker 0, the root, which also
+    combines and updates (it takes one only when there are fewer tasks than workers, so
+    that it always holds the first task).
     """
     if not 0 <= worker < n_workers:
         raise ValueError(f"worker {worker} outside 0..{n_workers - 1}")
     base, extra = divmod(n_tasks, n_workers)
-    start = worker * base + min(worker, extra)
-    return range(start, start + base + (worker < extra))
+    if base == 0:  # one task each for the first n_tasks workers
+        return range(min(worker, n_tasks), min(worker + 1, n_tasks))
+    start = worker * base + min(max(worker - 1, 0), extra)
+    return range(start, start + base + (1 <= worker <= extra))
 
 
 

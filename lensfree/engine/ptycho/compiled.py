@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 __all__ = ["accumulate", "dm_exit", "dm_probe_sums", "dm_reflect", "exit_waves",
-           "fourier_project", "fourier_project_bounded", "shift_spectrum"]
+           "fourier_project", "fourier_project_bounded", "shift_spectrum", "step_tile"]
 
 #: added to |F psi| before dividing by it: a zero spectrum pixel stays zero (not 0/0)
 TINY = np.float32(1e-30)
@@ -251,3 +251,14 @@ def accumulate(psi, psi_new, probe, obj, y, x, lo_y, lo_x, hi_y, hi_x, obj_num, 
     if not refine:
         return 0.0, 0.0
     return num_y / max(den_y, 1e-30), num_x / max(den_x, 1e-30)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def step_tile(part, num, den, reg):
+    """``part = num / (den + reg) + part`` (in double, rounded once to ``part``'s type;
+    no fast-math): one object tile of the block engines' update, in place."""
+    h, w = part.shape
+    for i in range(h):
+        p, n, d = part[i], num[i], den[i]
+        for j in range(w):
+            p[j] = n[j] / (d[j] + reg) + p[j]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lensfree.engine.ptycho import compiled
+
 #: side of the object tiles a partial holds its sums in (object pixels)
 TILE = 64
 
@@ -86,7 +88,7 @@ class Partial:
             y, x = key[0] * TILE, key[1] * TILE
             part = out[y:y + TILE, x:x + TILE]
             py, px = part.shape
-            part[...] = num[:py, :px] / (self.obj_den[key][:py, :px] + reg) + part
+            compiled.step_tile(part, num[:py, :px], self.obj_den[key][:py, :px], reg)
         return out
 
     def den_max(self) -> float:
