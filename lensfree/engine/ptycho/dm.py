@@ -26,9 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from lensfree.engine.ptycho import compiled
-from lensfree.engine.ptycho.geometry import is_shifted, ramp_factors
-from lensfree.engine.ptycho.kernel import PositionKernel, scaled_amplitudes
-from lensfree.engine.ptycho.parallel import BlockResult
+from lensfree.engine.ptycho.parallel import BlockResult, BlockSetup
 
 
 def dm_block(obj: np.ndarray, probe: np.ndarray, exits: np.ndarray, crops: np.ndarray,
@@ -55,34 +53,20 @@ def dm_block(obj: np.ndarray, probe: np.ndarray, exits: np.ndarray, crops: np.nd
         the Poisson noise's at ``relax`` 0.05: the data are not forced to fit their
         noise; 0: the plain projection).
     """
-    m, h, w = probe.shape
-    dtype = probe.dtype
-    lo = crops.min(axis=0)
-    hi = crops.max(axis=0) + (h, w)
-    box = tuple(int(v) for v in hi - lo)
-    obj_num = np.zeros(box, dtype)
-    obj_den = np.zeros(box, np.float32)
-    probe_num = np.zeros(probe.shape, dtype)
-    probe_den = np.zeros((h, w), np.float32)
-    shifted = is_shifted(fractions)
-    kernel = PositionKernel.cached(probe.shape, dtype, propagator)
-    if shifted.any():
-        spectrum = kernel.spectrum(probe)
-        ry, rx = ramp_factors(fractions, (h, w))
-    amp_scaled = scaled_amplitudes(amp)
-    invalid = None if valid is None or valid.all() else ~valid
+    block = BlockSetup(probe, crops, fractions, amp, valid, propagator)
+    kernel, lo, hi = block.kernel, block.lo, block.hi
+    obj_num, obj_den, probe_num, probe_den = block.zero_sums()
     errors = np.empty(len(crops))
     steps = np.empty((len(crops), 2)) if refine else None
     a = np.float32(alpha)
     bounds = 0.25 * relax ** 2 * np.sum(np.square(amp, dtype=np.float64), axis=(1, 2))
     for i, (y, x) in enumerate(crops):
-        probe_j = kernel.shift_probe(spectrum, ry[i], rx[i]) if shifted[i] else probe
+        probe_j = block.probe_at(i)
         compiled.dm_reflect(probe_j, obj, y, x, exits[i],
                             first or (restart is not None and bool(restart[i])), a,
                             kernel.model, kernel.psi)
-        errors[i] = kernel.project_field(amp[i], amp_scaled[i],
-                                         None if invalid is None else invalid[i],
-                                         shifted=bool(shifted[i]), residual=False,
+        errors[i] = kernel.project_field(amp[i], block.amp_scaled[i], block.invalid_at(i),
+                                         shifted=bool(block.shifted[i]), residual=False,
                                          bound=bounds[i] if relax else None)
         compiled.dm_exit(exits[i], kernel.psi_new, kernel.model)
         # the overlap projection's sums of psi_j - P_j O_j, and the position step
@@ -102,17 +86,11 @@ def dm_probe_block(obj: np.ndarray, probe: np.ndarray, exits: np.ndarray,
     root has just projected: ``(sum conj(O_j) (psi_j - P_j O_j) (M, h, w),
     sum |O_j|^2 (h, w))`` (``P_j`` moved by the position's sub-pixel rest; its increment
     placed at the whole-pixel crop, as the parallel form places its own)."""
-    m, h, w = probe.shape
+    block = BlockSetup(probe, crops, fractions, propagator=propagator)
     probe_num = np.zeros(probe.shape, probe.dtype)
-    probe_den = np.zeros((h, w), np.float32)
-    shifted = is_shifted(fractions)
-    kernel = PositionKernel.cached(probe.shape, probe.dtype, propagator)
-    if shifted.any():
-        spectrum = kernel.spectrum(probe)
-        ry, rx = ramp_factors(fractions, (h, w))
+    probe_den = np.zeros(probe.shape[-2:], np.float32)
     for i, (y, x) in enumerate(crops):
-        probe_j = kernel.shift_probe(spectrum, ry[i], rx[i]) if shifted[i] else probe
-        compiled.dm_probe_sums(exits[i], probe_j, obj, y, x, probe_num, probe_den)
+        compiled.dm_probe_sums(exits[i], block.probe_at(i), obj, y, x, probe_num, probe_den)
     return probe_num, probe_den
 
 

@@ -20,14 +20,21 @@ def object_frame(positions: np.ndarray, probe_shape, margin: int = 8):
     return origin, shape
 
 
+#: sub-pixel rests are rounded to 1 / SUBPIXEL_STEPS of a pixel (at most 1/32 pixel off,
+#: far below what refinement resolves): a scan's rests then take a few hundred values,
+#: and a block engine moves the probe once per value and batch, not once per position
+SUBPIXEL_STEPS = 16
+
+
 def corners(positions: np.ndarray, origin: np.ndarray, object_shape, probe_shape):
     """``(crops, fractions)``: (N, 2) int top-left pixels of each crop, clipped inside the
-    object array, and the (N, 2) float rest ``positions - origin - crops``, which the
-    engine applies as a sub-pixel shift of the probe."""
+    object array, and the (N, 2) float rest ``positions - origin - crops`` rounded to
+    `SUBPIXEL_STEPS`, which the engine applies as a sub-pixel shift of the probe."""
     rel = np.asarray(positions, float) - origin
     hi = np.asarray(object_shape) - np.asarray(probe_shape)
     crops = np.clip(np.rint(rel).astype(np.int64), 0, hi)
-    return crops, np.clip(rel - crops, -1.0, 1.0)
+    rest = np.rint(np.clip(rel - crops, -1.0, 1.0) * SUBPIXEL_STEPS) / SUBPIXEL_STEPS
+    return crops, rest
 
 
 def is_shifted(fractions: np.ndarray) -> np.ndarray:

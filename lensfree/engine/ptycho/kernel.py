@@ -20,6 +20,9 @@ from lensfree.engine.ptycho.probe import probe_spectrum
 from lensfree.engine.ptycho.propagate import Propagator
 
 _kernels = threading.local()
+#: bytes of moved probes a kernel keeps (`PositionKernel.shift_probe`): at 128^2, one
+#: mode, every rest of the 1/16-pixel grid
+MOVED_BYTES = 96 * 2**20
 
 
 def prepare_amplitudes(frames: np.ndarray, mask: np.ndarray | None = None, *,
@@ -80,6 +83,8 @@ class PositionKernel:
         self._diff, self._power = buffer((h, w), np.float32), buffer((h, w), np.float32)
         self._none = np.zeros((1, 1), bool)
         self._spectrum = self._spectrum_of = None
+        self._moved, self._moved_bytes = {}, 0   # shift_probe's probes kept by rest
+        self.ramp_now = self.ramp  # the ramp of the last probe shift_probe gave
         # scratch rows of compiled.accumulate
         self.chi_row, self.power_row = np.zeros(w, dtype), np.zeros(w, np.float32)
         bind = self.fft.bind
@@ -104,19 +109,35 @@ class PositionKernel:
         if self._spectrum_of is None or not np.array_equal(probe, self._spectrum_of):
             self._spectrum = probe_spectrum(probe)
             self._spectrum_of = probe.copy()
+            self._moved, self._moved_bytes = {}, 0
         return self._spectrum
 
-    def shift_probe(self, spectrum: np.ndarray, ry: np.ndarray, rx: np.ndarray
-                    ) -> np.ndarray:
-        """``P_j`` (M, h, w): the probe moved by a sub-pixel rest.
+    def shift_probe(self, spectrum: np.ndarray, ry: np.ndarray, rx: np.ndarray,
+                    rest: tuple | None = None) -> np.ndarray:
+        """``P_j`` (M, h, w): the probe moved by a sub-pixel rest (read only).
 
         ``spectrum`` is :func:`probe_spectrum` of the probe, ``ry`` (h,) and ``rx`` (w,)
-        the rest's ramp factors (:func:`ramp_factors`); the ramp stays in :attr:`ramp`
+        the rest's ramp factors (:func:`ramp_factors`); the ramp stays in :attr:`ramp_now`
         (an engine moving an increment back by the rest multiplies by its conjugate).
+        With ``rest`` (the rest itself, on the grid of `geometry.SUBPIXEL_STEPS`) and the
+        spectrum this kernel's own (:meth:`spectrum`), the moved probe is kept for the
+        next position with the same rest (up to `MOVED_BYTES`, until the probe changes):
+        a scan's rests take a few hundred values, so most positions of a batch skip the
+        shift's FFT.
         """
+        keep = rest is not None and spectrum is self._spectrum
+        if keep:
+            hit = self._moved.get(rest)
+            if hit is not None:
+                self.ramp_now = hit[1]
+                return hit[0]
         compiled.shift_spectrum(spectrum, ry, rx, self.shifted, self.ramp)
         for run in self._shift:
             run()
+        self.ramp_now = self.ramp
+        if keep and self._moved_bytes < MOVED_BYTES:
+            self._moved[rest] = (self.shifted.copy(), self.ramp.copy())
+            self._moved_bytes += self.shifted.nbytes + self.ramp.nbytes
         return self.shifted
 
     def project(self, probe: np.ndarray, obj: np.ndarray, y: int, x: int, amp: np.ndarray,
@@ -150,7 +171,7 @@ class PositionKernel:
         psi, spec = self.psi, self.psi_new
         near = self.prop.near
         if near:
-            h_fwd, h_back = self.prop.transfers(self.ramp if shifted else None)
+            h_fwd, h_back = self.prop.transfers(self.ramp_now if shifted else None)
             for k in range(len(psi)):
                 self.prop.forward(psi[k], spec[k], h_fwd)
         else:

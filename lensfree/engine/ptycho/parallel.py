@@ -46,6 +46,45 @@ def add_box(result, num: np.ndarray, den: np.ndarray | None) -> None:
         den[y:y + by, x:x + bx] += result.obj_den
 
 
+class BlockSetup:
+    """What every block engine sets up for one block of positions: its object box
+    (``lo``, ``hi``) and zeroed sums (:meth:`zero_sums`), the calling thread's kernel,
+    each position's probe moved by its sub-pixel rest (:meth:`probe_at`), the scaled
+    amplitudes and the unmeasured pixels (:meth:`invalid_at`)."""
+
+    def __init__(self, probe, crops, fractions, amp=None, valid=None, propagator=None):
+        m, h, w = probe.shape
+        self.probe, self.fractions = probe, fractions
+        self.lo = crops.min(axis=0)
+        self.hi = crops.max(axis=0) + (h, w)
+        self.kernel = PositionKernel.cached(probe.shape, probe.dtype, propagator)
+        self.shifted = is_shifted(fractions)
+        if self.shifted.any():
+            self._spectrum = self.kernel.spectrum(probe)
+            self._ry, self._rx = ramp_factors(fractions, (h, w))
+        self.amp_scaled = None if amp is None else scaled_amplitudes(amp)
+        self._invalid = None if valid is None or valid.all() else ~valid
+
+    def probe_at(self, i: int) -> np.ndarray:
+        """Position ``i``'s probe: moved by its rest (kept for the next equal rest,
+        :meth:`PositionKernel.shift_probe`), or the probe itself. Read only."""
+        if not self.shifted[i]:
+            return self.probe
+        return self.kernel.shift_probe(self._spectrum, self._ry[i], self._rx[i],
+                                       rest=(float(self.fractions[i, 0]),
+                                             float(self.fractions[i, 1])))
+
+    def invalid_at(self, i: int) -> np.ndarray | None:
+        return None if self._invalid is None else self._invalid[i]
+
+    def zero_sums(self):
+        """``(obj_num, obj_den)`` over the box and ``(probe_num, probe_den)``, zeroed."""
+        m, h, w = self.probe.shape
+        box = tuple(int(v) for v in self.hi - self.lo)
+        return (np.zeros(box, self.probe.dtype), np.zeros(box, np.float32),
+                np.zeros(self.probe.shape, self.probe.dtype), np.zeros((h, w), np.float32))
+
+
 def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
                  fractions: np.ndarray, amp: np.ndarray, valid: np.ndarray | None, *,
                  refine: bool = False, propagator=None) -> BlockResult:
@@ -55,7 +94,8 @@ def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
     ----------
     obj : (oy, ox) complex64 object. probe : (M, h, w) complex64 modes.
     crops, fractions : (B, 2) whole-pixel crops and sub-pixel rests (:func:`corners`);
-        a position with a rest shifts the probe by it (one more FFT per mode).
+        a position with a rest shifts the probe by it (one more FFT per mode, unless an
+        earlier position of the batch had the same rest).
     amp, valid : (B, h, w) unshifted amplitudes and measured pixels (None: all measured).
     refine : also return the gradient-form position step of every position.
     propagator : :class:`Propagator` to the detector (None: the far field).
@@ -68,29 +108,16 @@ def block_update(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
     FFT per position, and the increment vanishes at the fixed point either way, so only
     the update direction (by at most half a pixel), not the model, is approximate.
     """
-    m, h, w = probe.shape
-    dtype = probe.dtype
-    lo = crops.min(axis=0)
-    hi = crops.max(axis=0) + (h, w)
-    box = tuple(int(v) for v in hi - lo)
-    obj_num = np.zeros(box, dtype)
-    obj_den = np.zeros(box, np.float32)
-    probe_num = np.zeros(probe.shape, dtype)
-    probe_den = np.zeros((h, w), np.float32)
-    shifted = is_shifted(fractions)
-    kernel = PositionKernel.cached(probe.shape, dtype, propagator)
-    if shifted.any():
-        spectrum = kernel.spectrum(probe)
-        ry, rx = ramp_factors(fractions, (h, w))
-    amp_scaled = scaled_amplitudes(amp)
-    invalid = None if valid is None or valid.all() else ~valid
+    block = BlockSetup(probe, crops, fractions, amp, valid, propagator)
+    kernel, lo, hi = block.kernel, block.lo, block.hi
+    obj_num, obj_den, probe_num, probe_den = block.zero_sums()
     errors = np.empty(len(crops))
     steps = np.empty((len(crops), 2)) if refine else None
     for i, (y, x) in enumerate(crops):
-        probe_j = kernel.shift_probe(spectrum, ry[i], rx[i]) if shifted[i] else probe
-        errors[i] = kernel.project(probe_j, obj, y, x, amp[i], amp_scaled[i],
-                                   None if invalid is None else invalid[i],
-                                   shifted=bool(shifted[i]), residual=False)
+        probe_j = block.probe_at(i)
+        errors[i] = kernel.project(probe_j, obj, y, x, amp[i], block.amp_scaled[i],
+                                   block.invalid_at(i), shifted=bool(block.shifted[i]),
+                                   residual=False)
         # conj(P_j) chi and |P_j|^2 into the box, conj(O_j) chi and |O_j|^2 into the
         # probe's sums, and the position step: one pass
         step = compiled.accumulate(kernel.psi, kernel.psi_new, probe_j, obj, y, x, lo[0],

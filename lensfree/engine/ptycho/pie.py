@@ -71,7 +71,7 @@ def pie_iteration(obj: np.ndarray, probe: np.ndarray, crops: np.ndarray,
         if update_probe:
             delta = (beta * np.conj(old) * dpsi / np.max(np.abs(old) ** 2)).astype(probe.dtype)
             if shifted[j]:
-                back = np.conj(kernel.ramp)
+                back = np.conj(kernel.ramp_now)
                 for k in range(m):
                     delta[k] = fft.inverse(fft.forward(delta[k]) * back)
             probe += delta
