@@ -340,3 +340,32 @@ def test_orthogonal_modes_come_back_with_their_own_phases():
     assert np.allclose(again, turned, atol=1e-5 * np.abs(turned).max())
     power = np.sum(np.abs(raw) ** 2, axis=0)
     assert np.allclose(np.sum(np.abs(modes) ** 2, axis=0), power, rtol=1e-4)
+
+
+def test_rests_lie_on_the_subpixel_grid_within_half_a_step():
+    rng = np.random.default_rng(7)
+    positions = rng.uniform(0, 40, (500, 2))
+    crops, rests = pt.corners(positions, np.zeros(2), (80, 80), (32, 32))
+    steps = pt.geometry.SUBPIXEL_STEPS
+    assert np.allclose(rests * steps, np.rint(rests * steps))
+    assert np.abs(positions - crops - rests).max() <= 0.5 / steps + 1e-12
+    assert len({tuple(r) for r in rests}) <= (steps + 1) ** 2
+
+
+def test_moved_probes_are_kept_per_rest_until_the_probe_changes(scan):
+    """A probe moved for one rest is given again for the next position with that rest
+    (no FFT), the same numbers as moving it afresh; a new probe drops what was kept."""
+    probe = scan.probe
+    kernel = PositionKernel((1, 32, 32))
+    rest = np.array([[0.25, -0.375]])
+    ry, rx = ramp_factors(rest, (32, 32))
+    spectrum = kernel.spectrum(probe)
+    fresh = kernel.shift_probe(spectrum, ry[0], rx[0]).copy()  # no rest given: not kept
+    first = kernel.shift_probe(spectrum, ry[0], rx[0], rest=(0.25, -0.375))
+    np.testing.assert_array_equal(first, fresh)
+    again = kernel.shift_probe(spectrum, ry[0], rx[0], rest=(0.25, -0.375))
+    assert again is not kernel.shifted and np.array_equal(again, fresh)
+    np.testing.assert_allclose(again[0], fourier_shift(probe[0], (0.25, -0.375)), atol=1e-5)
+    other = probe * np.complex64(1j)
+    moved = kernel.shift_probe(kernel.spectrum(other), ry[0], rx[0], rest=(0.25, -0.375))
+    np.testing.assert_allclose(moved, 1j * fresh, atol=1e-6)

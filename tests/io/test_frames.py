@@ -18,6 +18,7 @@ from lensfree.io.frames import (
     partial_path,
     publish,
     read_frames,
+    read_rows,
 )
 
 GEOMETRY = {"wavelength_m": 1e-10, "distance_m": 2.0, "pixel_size_m": 75e-6}
@@ -293,3 +294,25 @@ def test_chunk_frames_for_aims_at_tens_of_megabytes():
     assert chunk_frames_for((256, 256), np.uint16) == 256
     assert chunk_frames_for((2048, 2048), np.uint16) == 4
     assert chunk_frames_for((4150, 4371), np.uint32) == 1  # an Eiger 16M frame is 73 MB
+
+
+def test_read_rows_decodes_each_chunk_once_and_refuses_a_lost_one(tmp_path, monkeypatch):
+    import lensfree.io.frames as frame_io
+
+    path = str(tmp_path / "f.zarr")
+    frames = _store(path, n=11, chunk=4, seed=5)
+    decoded = []
+    read = frame_io.ChunkReader.read
+    monkeypatch.setattr(frame_io.ChunkReader, "read",
+                        lambda self, a, b: decoded.append(a) or read(self, a, b))
+    rows = np.array([9, 0, 5, 3, 10, 4, 1])  # any order, three chunks
+    np.testing.assert_array_equal(read_rows(path, rows), frames[rows])
+    assert sorted(decoded) == [0, 4, 8]
+    np.testing.assert_array_equal(read_rows(path, np.array([2, 6])), frames[[2, 6]])
+    assert sorted(decoded) == [0, 4, 8]  # kept: decoded once per process
+    other = str(tmp_path / "g.zarr")
+    _store(other, n=11, chunk=4, seed=6)
+    os.remove(os.path.join(other, "frames", "c", "1", "0", "0"))
+    np.testing.assert_array_equal(read_rows(other, np.array([0, 10])).shape, (2, 6, 5))
+    with pytest.raises(LensfreeError, match="frames 4-7 is missing"):
+        read_rows(other, np.array([0, 5]))  # never the fill value

@@ -161,6 +161,44 @@ def test_bad_input_is_a_one_line_error(exact_scan, tmp_path, capsys, edit, needl
     assert code == 2 and needle in err and len(err.splitlines()) == 1, err
 
 
+def test_a_store_with_a_lost_chunk_is_refused(exact_scan, tmp_path, capsys):
+    # zarr would read the lost frames as zeros: measured darkness, a silent wrong answer
+    store = str(tmp_path / "lost.zarr")
+    shutil.copytree(exact_scan, store)
+    frames = zarr.open_array(store + "/frames", mode="r")
+    chunk, n = frames.chunks[0], frames.shape[0]
+    shutil.os.remove(f"{store}/frames/c/1/0/0")
+    code = main(["ptycho", store, "--out", str(tmp_path / "run.zarr"), "--iterations", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"frames {chunk}-{min(2 * chunk, n) - 1} are missing" in err
+    assert not (tmp_path / "run.zarr").exists()
+
+
+def test_a_run_of_blocks_is_read_once_with_every_batchs_share(exact_scan, monkeypatch):
+    from lensfree.engine import ptycho as pt
+    from lensfree.engine.ptycho.batches import split_batches
+    from lensfree.io import frames as frame_io
+    from lensfree.launch import ptycho_workers as pw
+    from lensfree.partitioning import position_blocks
+
+    store = frame_io.open_frames(exact_scan, allow_pixels=True)
+    frames = np.asarray(zarr.open_array(exact_scan + "/frames", mode="r")[...])
+    blocks = tuple(position_blocks(zarr.open_array(exact_scan + "/positions")[...], 4))
+    reads = []
+    read = frame_io.read_rows
+    monkeypatch.setattr(frame_io, "read_rows", lambda p, rows: reads.append(rows) or read(p, rows))
+    monkeypatch.setattr(pw, "_amplitude_cache", type(pw._amplitude_cache)())
+    index = np.arange(store.n_frames)
+    for batch in split_batches(blocks, 3):
+        for share in batch:
+            amp, valid = pw.block_amplitudes(exact_scan, store.mask, index, block=share,
+                                             parents=blocks, n_batches=3)
+            want, _ = pt.prepare_amplitudes(frames[share], store.mask)
+            np.testing.assert_array_equal(amp, want)
+    assert len(reads) == 1 and sorted(reads[0]) == list(range(store.n_frames))
+
+
 def test_bad_parameters_are_one_line_errors(exact_scan, tmp_path, capsys):
     code = main(["ptycho", exact_scan, "--out", str(tmp_path / "r.zarr"), "--iterations", "0"])
     err = capsys.readouterr().err.strip()
