@@ -64,7 +64,7 @@ from lensfree.engine import fft as fftlib  # noqa: E402
 from lensfree.engine import ptycho as pt  # noqa: E402
 from lensfree.engine import simulate_ptycho as sp  # noqa: E402
 from lensfree.io.scan import score_run, simulate_ptycho  # noqa: E402
-from lensfree.launch import stage_ptycho  # noqa: E402
+from lensfree.launch import ptycho_dm  # noqa: E402
 from lensfree.launch.backends import make_backend  # noqa: E402
 from lensfree.launch.stage_ptycho import PtychoStageParams, run_ptycho  # noqa: E402
 
@@ -110,7 +110,7 @@ def exit_store_time(frames: str, tmp: str, n_blocks: int | None = None) -> float
     blocks = position_blocks(np.asarray(src["positions"][...]),
                              n_blocks or max(1, int(np.ceil(n / 64))))
     group = zarr.open_group(os.path.join(tmp, "exits.zarr"), mode="w").create_group("ptycho")
-    stage_ptycho._exit_waves_array(group, blocks, (1, h, w))
+    ptycho_dm.exit_waves_array(group, blocks, (1, h, w))
     size = max(len(b) for b in blocks)
     rng = np.random.default_rng(0)
     exits = (rng.normal(size=(size, 1, h, w)) + 0j).astype(np.complex64)
@@ -130,9 +130,11 @@ def _mpiexec() -> str | None:
 
 def iteration_time(frames: str, tmp: str, case: str, backend: str, workers: int,
                    iterations: int, engine: str = "parallel", note: str = ""
-                   ) -> tuple[float, float]:
-    """Median seconds per iteration of a run of ``iterations`` (after a warm-up run), and
-    the root's peak memory (MB); ``note`` tells runs of the same case apart."""
+                   ) -> tuple[float, float, float]:
+    """Median seconds per iteration of a run of ``iterations`` (after a warm-up run), the
+    root's peak memory (MB) and the seconds of the first iteration (on MPI the job's
+    first, which reads the frames; elsewhere the timed run's, after the warm-up read
+    them); ``note`` tells runs of the same case apart."""
     tag = f"{engine}-{case}-{backend}-{workers}{note.replace(' ', '-')}"
     if backend == "mpi":
         mpiexec = _mpiexec()
@@ -147,12 +149,14 @@ def iteration_time(frames: str, tmp: str, case: str, backend: str, workers: int,
         if proc.returncode:
             raise RuntimeError(proc.stderr.strip().splitlines()[-1])
         attrs = zarr.open_group(out, mode="r")["ptycho"].attrs
-        return attrs["seconds_per_iteration"], attrs["root_max_rss_mb"]
+        return (attrs["seconds_per_iteration"], attrs["root_max_rss_mb"],
+                attrs["seconds_first_iteration"])
     with make_backend(backend, workers=workers, progress=False, dashboard_address=":0") as be:
         run_ptycho(be, frames, os.path.join(tmp, f"warm-{tag}.zarr"), _engine(case, 2, engine))
         attrs = run_ptycho(be, frames, os.path.join(tmp, f"run-{tag}.zarr"),
                            _engine(case, iterations, engine))
-        return attrs["seconds_per_iteration"], attrs["root_max_rss_mb"]
+        return (attrs["seconds_per_iteration"], attrs["root_max_rss_mb"],
+                attrs["seconds_first_iteration"])
 
 
 def _ptylab_run(frames: str, tmp: str, iterations: int) -> dict:
@@ -413,22 +417,22 @@ def main() -> None:
                 runs += [(b, w, "stored every iteration") for b, w in configs if b == "local"]
             for backend, workers, note in runs:
                 what = f"{args.engine} engine, {case}, {backend}" + (f", {note}" if note else "")
-                placed = stage_ptycho.PLACED
+                placed = ptycho_dm.PLACED
                 try:
                     if note:
-                        stage_ptycho.PLACED = ()
-                    t, rss = iteration_time(frames, tmp, case, backend, workers,
+                        ptycho_dm.PLACED = ()
+                    t, rss, first = iteration_time(frames, tmp, case, backend, workers,
                                             args.iterations, args.engine, note or "")
                 except Exception as exc:  # say why, keep the rest of the table
                     rows.append({"what": what, "workers": workers, "error": str(exc)})
                     continue
                 finally:
-                    stage_ptycho.PLACED = placed
+                    ptycho_dm.PLACED = placed
                 print(f"{what} x{workers}: {t * per_k:.3f} s/iter/1000 ({t * per_k / limit:.1f}x "
-                      f"limit), root {rss:.0f} MB", flush=True)
+                      f"limit), root {rss:.0f} MB, first iteration {first:.1f} s", flush=True)
                 rows.append({"what": what, "workers": workers,
                              "seconds_per_iteration_per_1000": t * per_k,
-                             "root_max_rss_mb": rss,
+                             "root_max_rss_mb": rss, "first_iteration_s": first,
                              # the frames' amplitudes the root process keeps itself
                              "root_amplitudes_mb": n * size * size * 4 / 2**20
                              * {"local": 1, "mpi": 1 / workers}.get(backend, 0)})

@@ -8,18 +8,12 @@ for: each batch updates object and probe before the next); LSQML runs two per ba
 (the directions, then every position's step lengths). The object, probe, crops and
 sub-pixel rests travel once per batch as the shared value, and every worker process
 reads a block's frames from the store once and keeps their amplitudes for the next
-iterations (`block_amplitudes`). The
-blocks' sums are plain sums folded in the back end's fixed tree (`sums.combine`, the same
+iterations (`block_amplitudes`; where tasks stay in one process, its whole run of blocks
+at once, `_read_runs`). The blocks' sums are plain sums folded in the back end's fixed tree (`sums.combine`, the same
 numbers on every back end and worker count), so the root holds one object-sized partial
 whatever the number of positions; it updates object, probe and positions and broadcasts
-them. ePIE and rPIE are serial and run on the root. The difference map (``--engine dm``)
-runs one batch an iteration as two reductions: every block updates its positions' exit
-waves and returns the object's sums, the root projects the object; then (from
-``--probe-start``) every block returns the probe's sums against that object and the root
-projects the probe (`engine.ptycho.dm`). Its exit waves are per-position state that
-outlives the iteration: they live in the run store (below), every process keeps those it
-wrote (`ptycho_workers.ExitWaves`), and a block's task, wherever it runs, reads the
-version the last iteration wrote.
+them. ePIE and rPIE are serial and run on the root. The difference map (``--engine
+dm``) runs one batch an iteration as two reductions (`ptycho_dm`).
 
 Store layout (``RUN.zarr/ptycho/``, DESIGN.md): ``object`` (oy, ox) complex64, ``probe``
 (modes, h, w) complex64, ``positions`` (N, 2) refined and ``positions_initial`` (N, 2),
@@ -30,20 +24,8 @@ store's or ``--propagation``), ``object_pixel_m`` (metres per object pixel, None
 geometry is unknown), ``iterations_done`` (the checkpoint), then ``complete``; with
 ``--split-frc`` also ``frc``, ``frc_threshold``, ``frc_frequency`` (cycles per object
 pixel) and attrs ``frc_resolution_px`` / ``frc_resolution_m`` (full period at the half-bit
-crossing; 2 px when it never crosses). With ``--engine dm`` also ``exit_waves``
-(3, blocks, largest block, modes, h, w) complex64, uncompressed, one chunk per slot and
-block (the block's positions in `position_blocks` order, zero-padded; each block's task
-the only writer of its chunk): three slots, an iteration reading the one the last
-iteration wrote and writing one that is neither that nor the last checkpoint's, which the
-checkpoint names in attrs ``exit_waves_slot`` and ``exit_waves_iteration`` (the
-iterations done whose exit waves it holds), and ``exit_waves_restart`` (N,) bool, the
-positions whose whole-pixel crop the checkpoint's last refinement moved (their exit
-waves start again as ``P O_j``, as in a run that goes on). A rerun with the same parameters resumes
-from the last checkpoint; the difference map resumes with that checkpoint's exit waves,
-and where the attrs do not name them (the run stopped between writing them and
-``iterations_done``, or once ``--split-frc`` had begun, whose halves rewrite the array
-with their own blocks) they start again as ``P O_j`` (logged), never from another
-iteration's.
+crossing; 2 px when it never crosses). With ``--engine dm`` also ``exit_waves`` and its
+attrs (`ptycho_dm`). A rerun with the same parameters resumes from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -51,7 +33,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -60,7 +41,7 @@ import zarr
 from lensfree.engine import ptycho as pt
 from lensfree.engine.params import at_least, check_fields, optional, param, positive
 from lensfree.engine.ptycho import batches as batching
-from lensfree.engine.ptycho import dm, lsqml
+from lensfree.engine.ptycho import lsqml
 from lensfree.engine.ptycho.parallel import fold
 from lensfree.engine.ptycho.sums import combine
 from lensfree.errors import LensfreeError
@@ -70,13 +51,11 @@ from lensfree.io.scan import ScanInput, read_scan
 from lensfree.io.scan import load_npz_scan as load_npz_scan  # moved there, kept importable
 from lensfree.io.scan import simulate_ptycho as simulate_ptycho
 from lensfree.io.scan import write_ptycho_frames as write_ptycho_frames
+from lensfree.launch import ptycho_dm
 from lensfree.launch.backends import Backend
 from lensfree.launch.ptycho_workers import (
-    ExitWaves,
     Shared,
     block_amplitudes,
-    exits_fit_cache,
-    forget_exits,
     ptycho_block,
 )
 from lensfree.launch.stage import Context, Execution, Stage, run_stage
@@ -89,13 +68,8 @@ log = logging.getLogger(__name__)
 #: batch: at 10,000 positions in 7 batches, blocks of 64 positions, 9 a batch, cost 1.4x
 #: the iteration of blocks of 250)
 TARGET_BLOCK_POSITIONS = 64
-#: slots of the difference map's stored exit waves: the last iteration's, the last
-#: checkpoint's and the one being written
-EXIT_SLOTS = 3
 #: frames (as stored) a process reads at once on its first pass (`_read_runs`)
 READ_RUN_BYTES = 256 * 2**20
-#: back ends that run a reduction's task ``b`` in the same process every time
-PLACED = ("local", "mpi")
 
 
 @dataclass(frozen=True)
@@ -205,7 +179,7 @@ class PtychoStage(Stage):
                            fill_value=np.nan)
         runstore.write_array(group, "positions_initial", inp.scan.positions)  # as stored
         if p.engine == "dm":
-            _exit_waves_array(group, inp.blocks, (m, h, w))
+            ptycho_dm.exit_waves_array(group, inp.blocks, (m, h, w))
         prop = inp.scan.propagator
         group.attrs.update({"object_origin": [float(o) for o in inp.origin],
                             "positions_unit": inp.scan.unit, "iterations_done": 0,
@@ -276,6 +250,8 @@ class PtychoStage(Stage):
                # wall time of one iteration on this run's back end (median over those run
                # by this invocation; the first also reads the frames and plans the FFTs)
                "seconds_per_iteration": float(np.median(seconds)) if seconds else None,
+               # the first reads the frames, so a run's start is seen apart
+               "seconds_first_iteration": float(seconds[0]) if seconds else None,
                "position_shift_rms_px": float(np.sqrt(np.mean(moves ** 2))),
                "position_shift_max_px": float(moves.max()),
                "root_max_rss_mb": float(rss_mb)}
@@ -306,13 +282,11 @@ class PtychoStage(Stage):
         scan, p = inp.scan, opts.params.engine
         h, w = scan.store.frame_shape
         obj, probe, positions, velocity, (slot, restart) = state
-        exits = None
-        if p.engine == "dm":  # (lineage, last slot, checkpoint's slot, stored?, placed?)
-            m, size = probe.shape[0], max(len(b) for b in blocks)
-            placed = ctx.backend.name in PLACED and exits_fit_cache(
-                len(blocks) * size * m * h * w * np.dtype(np.complex64).itemsize)
-            exits = (*ctx.bcast((uuid.uuid4().hex, placed) if ctx.is_root else None), slot,
-                     slot, True)
+        waves = None
+        if p.engine == "dm":
+            waves = ptycho_dm.ExitSlots.start(
+                ctx, os.path.join(ctx.run_path, self.group, "exit_waves"), blocks,
+                probe.shape, slot)
         momentum = p.momentum if p.engine in ("parallel", "lsqml") else 0.0
         if momentum and velocity is None:
             velocity = (np.zeros_like(obj), np.zeros_like(probe))
@@ -333,6 +307,8 @@ class PtychoStage(Stage):
             refine = p.refines_at(it)
             update_probe = it >= p.probe_start
             crops, fractions = pt.corners(positions, inp.origin, inp.shape, (h, w))
+            checkpoint = errors is not None and (
+                (it + 1) % opts.params.checkpoint_every == 0 or it + 1 == p.iterations)
             if p.engine in ("parallel", "lsqml"):
                 before = (obj, probe)
                 err, steps = 0.0, np.zeros((len(index), 2))
@@ -352,10 +328,12 @@ class PtychoStage(Stage):
             elif p.engine == "dm":
                 shared = Shared(opts.frames, scan.store.mask, batches[0], index, obj, probe,
                                 crops, fractions, refine, scan.propagator, read_runs=runs[0])
-                persist = not exits[1] or (errors is not None and (
-                    (it + 1) % opts.params.checkpoint_every == 0 or it + 1 == p.iterations))
-                obj, probe, err, steps, exits = self._dm_iteration(
-                    ctx, p, shared, update_probe, exits, persist, it, len(index), restart)
+                obj, probe, err, steps = waves.iteration(
+                    ctx, p, shared,
+                    lambda c, s, part, it=it: self._reduce(c, s, it, p.iterations,
+                                                           f"{it:04d}", part),
+                    it=it, n=len(index), update_probe=update_probe, checkpoint=checkpoint,
+                    restart=restart)
             elif ctx.is_root:
                 amp, valid = block_amplitudes(opts.frames, scan.store.mask, index,
                                                scan.propagator.centred_frames)
@@ -376,22 +354,18 @@ class PtychoStage(Stage):
                         positions, steps, initial, gain=p.refine_gain, max_step=p.max_step,
                         affine=(scan.propagator.kind == "near-field"
                                 or it < p.refine_start + p.refine_affine))
-                    if p.engine == "dm":  # moved a pixel: their exit waves start again
-                        restart = np.any(pt.corners(positions, inp.origin, inp.shape,
-                                                    (h, w))[0] != crops, axis=1)
+                    if waves is not None:  # moved a pixel: their exit waves start again
+                        restart = ptycho_dm.restarts(positions, crops, inp.origin, inp.shape,
+                                                     (h, w))
                 if errors is not None:
                     errors[it] = err / total
-                    done = it + 1
-                    if done % opts.params.checkpoint_every == 0 or done == p.iterations:
-                        _checkpoint(ctx.group, scan, obj, probe, positions, errors, done,
-                                    velocity, None if p.engine != "dm" else exits[2], restart)
-            if p.engine == "dm" and errors is not None and (
-                    (it + 1) % opts.params.checkpoint_every == 0 or it + 1 == p.iterations):
-                exits = (*exits[:3], exits[2], exits[4])  # the checkpoint's slot, kept
+                    if checkpoint:
+                        _checkpoint(ctx.group, scan, obj, probe, positions, errors, it + 1,
+                                    velocity, None if waves is None else waves.read, restart)
             obj, probe, positions, restart = ctx.bcast((obj, probe, positions, restart))
             seconds.append(time.perf_counter() - t0)
-        if exits is not None:
-            forget_exits(exits[0])
+        if waves is not None:
+            waves.forget()
         return obj, probe, positions, seconds
 
     def _split_frc(self, ctx: Context, opts, inp: PtychoInput, n_batches: int) -> dict | None:
@@ -412,7 +386,7 @@ class PtychoStage(Stage):
             nb = max(1, len(inp.blocks) // 2)
             blocks = tuple(position_blocks(local, min(nb, len(index))))
             if ctx.is_root and "exit_waves" in ctx.group:
-                _exit_waves_array(ctx.group, blocks, first.shape)
+                ptycho_dm.exit_waves_array(ctx.group, blocks, first.shape)
             obj, probe, positions, _ = self._iterate(
                 ctx, opts, inp, index, blocks, max(1, n_batches // 2), 0,
                 (np.ones(inp.shape, np.complex64), first.copy(), local.copy(), None,
@@ -459,41 +433,6 @@ class PtychoStage(Stage):
             obj, probe = pt.apply_update(obj, probe, [sums], update_probe=update_probe,
                                          regularisation=p.regularisation)
         return obj, probe, sums.error, sums.per_position(n) if shared.refine else None
-
-    def _dm_iteration(self, ctx: Context, p: pt.PtychoParams, shared: Shared,
-                      update_probe: bool, exits: tuple, persist: bool, it: int, n: int,
-                      restart: np.ndarray | None = None):
-        """One iteration of the difference map: the exit waves and the object's overlap
-        projection, then (``update_probe``) the probe's against the new object. ``exits``:
-        (lineage, whether every block runs where it ran last, slot of the last
-        iteration's exit waves or None, the last checkpoint's slot or None, whether that
-        slot is stored); ``persist``: store this iteration's. Returns ``(object, probe,
-        Fourier error, position steps (n, 2) or None, exits)`` (the root's; the other
-        processes get their own object and probe)."""
-        lineage, placed, read, keep, stored = exits
-        write = min(set(range(EXIT_SLOTS)) - {read, keep})
-        waves = ExitWaves(os.path.join(ctx.run_path, self.group, "exit_waves"), lineage, read,
-                          it, write, p.object_step, p.fourier_relax, stored, persist,
-                          restart=restart)
-        tag = f"{it:04d}"
-        sums = self._reduce(ctx, replace(shared, exits=waves), it, p.iterations, tag, "dm")
-        obj, probe = shared.obj, shared.probe
-        if ctx.is_root:
-            obj, _ = pt.apply_update(obj, probe, [sums], update_probe=False,
-                                     regularisation=p.regularisation)
-        if update_probe:
-            obj = ctx.bcast(obj)
-            probe_sums = self._reduce(
-                ctx, replace(shared, obj=obj, exits=replace(waves, version=it + 1,
-                                                            stored=persist, probe_pass=True)),
-                it, p.iterations, tag, "probe")
-            if ctx.is_root:
-                probe = dm.project_probe(probe, [probe_sums], regularisation=p.regularisation)
-        exits = (lineage, placed, write, keep, persist)
-        if not ctx.is_root:
-            return obj, probe, 0.0, None, exits
-        steps = sums.per_position(n) if shared.refine else None
-        return obj, probe, sums.error, steps, exits
 
     @staticmethod
     def _reduce(ctx: Context, shared: Shared, it: int, iterations: int, tag: str,
@@ -547,17 +486,6 @@ def _read_runs(backend: Backend, blocks, frame_bytes: int) -> tuple | None:
         if len(tasks):
             runs.append((lo, tasks.stop))
     return tuple(runs)
-
-
-def _exit_waves_array(group, blocks, probe_shape) -> None:
-    """The difference map's ``exit_waves`` for ``blocks`` (replacing any): one chunk per
-    slot and block, uncompressed (written and read again every iteration)."""
-    size = max(len(b) for b in blocks)
-    runstore.create_array(group, "exit_waves", shape=(EXIT_SLOTS, len(blocks), size,
-                                                      *probe_shape),
-                          chunks=(1, 1, size, *probe_shape), dtype=np.complex64,
-                          compressors=None, fill_value=0, overwrite=True,
-                          dims=("slot", "block", "position", "mode", "y", "x"))
 
 
 def _checkpoint(group, scan, obj, probe, positions, errors, done: int, velocity=None,
