@@ -9,11 +9,12 @@ for: each batch updates object and probe before the next); LSQML runs two per ba
 sub-pixel rests travel once per batch as the shared value, and every worker process
 reads a block's frames from the store once and keeps their amplitudes for the next
 iterations (`block_amplitudes`; where tasks stay in one process, its whole run of blocks
-at once, `_read_runs`). The blocks' sums are plain sums folded in the back end's fixed tree (`sums.combine`, the same
-numbers on every back end and worker count), so the root holds one object-sized partial
-whatever the number of positions; it updates object, probe and positions and broadcasts
-them. ePIE and rPIE are serial and run on the root. The difference map (``--engine
-dm``) runs one batch an iteration as two reductions (`ptycho_dm`).
+at once, `_read_runs`). The blocks' sums are plain sums folded in the back end's fixed
+tree (`sums.combine`, the same numbers on every back end and worker count), so the root
+holds one object-sized partial whatever the number of positions; it updates object, probe
+and positions and broadcasts them. ePIE and rPIE are serial and run on the root. The
+difference map (``--engine dm``) runs one batch an iteration as two reductions
+(`ptycho_dm`).
 
 Store layout (``RUN.zarr/ptycho/``, DESIGN.md): ``object`` (oy, ox) complex64, ``probe``
 (modes, h, w) complex64, ``positions`` (N, 2) refined and ``positions_initial`` (N, 2),
@@ -90,7 +91,8 @@ class ScanGeometry:
 class PtychoStageParams:
     """Stage 4 parameters: the engine's (`ptycho.PtychoParams`) and how the run is cut.
 
-    blocks : position blocks of the parallel engine [ceil(N / 64), at least 1]; the
+    blocks : position blocks of the parallel engine [ceil(N / (64 x batches)), at least
+        1: 64 positions a block and batch]; the
         numbers depend on it, never on the workers.
     checkpoint_every : write object, probe, positions and errors every so many iterations.
     margin : object pixels around the outermost probe positions.
@@ -104,7 +106,7 @@ class PtychoStageParams:
     geometry: ScanGeometry = param(default_factory=ScanGeometry,
                                    group="propagation (overrides the store's)")
     blocks: int | None = param(None, "position blocks of the parallel engine",
-                               check=optional(at_least(1)), default_help="N / 64")
+                               check=optional(at_least(1)), default_help="N / (64 x batches)")
     checkpoint_every: int = param(10, "iterations between checkpoints", check=at_least(1))
     margin: int = param(8, "object pixels around the outermost probe positions",
                         check=at_least(0))
@@ -353,7 +355,7 @@ class PtychoStage(Stage):
                     positions = pt.refine_positions(
                         positions, steps, initial, gain=p.refine_gain, max_step=p.max_step,
                         affine=(scan.propagator.kind == "near-field"
-                                or it < p.refine_start + p.refine_affine))
+                                or it < p.first_refinement + p.refine_affine))
                     if waves is not None:  # moved a pixel: their exit waves start again
                         restart = ptycho_dm.restarts(positions, crops, inp.origin, inp.shape,
                                                      (h, w))
