@@ -283,3 +283,16 @@ def score_run(frames_path: str, run_path: str) -> pt.Score:
                     np.asarray(group.attrs["object_origin"]),
                     np.asarray(truth["object"][...]), np.asarray(truth["positions"][...]),
                     true_origin=truth.attrs.get("object_origin", (0.0, 0.0)))
+
+
+def scan_power(path: str, mask: np.ndarray) -> float:
+    """``sum_valid A^2`` over all of a scan's frames (the Fourier error's denominator),
+    chunk by chunk."""
+    frames = zarr.open_array(os.path.join(path, "frames"), mode="r")
+    total = 0.0
+    step = frames.chunks[0]
+    for s in range(0, frames.shape[0], step):
+        block = np.asarray(frames[s:s + step], np.float64)
+        good = np.isfinite(block) & (block >= 0) & mask[None]
+        total += float(np.sum(np.where(good, block, 0)))
+    return max(total, 1e-30)

@@ -39,8 +39,6 @@ from lensfree.launch.ptycho_workers import ExitWaves, Shared, exits_fit_cache, f
 #: slots of the stored exit waves: the last iteration's, the last checkpoint's and the one
 #: being written
 EXIT_SLOTS = 3
-#: back ends that run a reduction's task ``b`` in the same process every time
-PLACED = ("local", "mpi")
 
 
 def exit_waves_array(group, blocks, probe_shape) -> None:
@@ -76,7 +74,8 @@ class ExitSlots:
         process."""
         m, h, w = probe_shape
         size = max(len(b) for b in blocks)
-        placed = ctx.backend.name in PLACED and exits_fit_cache(
+        # each block's task in the same process every time (`Backend.placement`)
+        placed = ctx.backend.placement(len(blocks)) is not None and exits_fit_cache(
             len(blocks) * size * m * h * w * np.dtype(np.complex64).itemsize)
         lineage, placed = ctx.bcast((uuid.uuid4().hex, placed) if ctx.is_root else None)
         return cls(path, lineage, placed, slot, slot)
@@ -86,7 +85,7 @@ class ExitSlots:
                   restart: np.ndarray | None = None):
         """One iteration: the exit waves and the object's overlap projection, then
         (``update_probe``) the probe's against the new object; stored when ``checkpoint``
-        or wherever a block may run elsewhere next. ``reduce(ctx, shared, tag, part)``
+        or wherever a block may run elsewhere next. ``reduce(ctx, shared, part)``
         folds one pass over the blocks. Returns ``(object, probe, Fourier error, position
         steps (n, 2) or None)`` (the root's; the other processes get their own object and
         probe back)."""

@@ -45,19 +45,26 @@ def block_amplitudes(path: str, mask: np.ndarray, index: np.ndarray, centred: bo
     except OSError:
         stamp = 0
     prefix = (os.path.abspath(path), stamp, centred)
-    for attempt in range(2):
-        with _amplitude_lock:
-            hit = _amplitude_cache.get((*prefix, rows.tobytes()))
-            if hit is not None:
-                _amplitude_cache.move_to_end((*prefix, rows.tobytes()))
-                return hit[0]
-        if not parents or attempt:
-            break
+    key = (*prefix, rows.tobytes())
+    hit = _cached(key)
+    if hit is None and parents:
         with _read_lock:  # one thread reads a run of blocks; the others then find theirs
-            if (*prefix, rows.tobytes()) not in _amplitude_cache:
+            if key not in _amplitude_cache:
                 _read_shares(path, mask, index, centred, parents, n_batches, prefix)
+        hit = _cached(key)
+    if hit is not None:
+        return hit
     return _keep(prefix, rows, *pt.prepare_amplitudes(frame_io.read_rows(path, rows), mask,
                                                       centred=centred))
+
+
+def _cached(key):
+    with _amplitude_lock:
+        hit = _amplitude_cache.get(key)
+        if hit is None:
+            return None
+        _amplitude_cache.move_to_end(key)
+        return hit[0]
 
 
 def _read_shares(path, mask, index, centred, parents, n_batches, prefix) -> None:
@@ -86,6 +93,48 @@ def _keep(prefix: tuple, rows: np.ndarray, amp: np.ndarray, valid: np.ndarray):
         while _amplitude_bytes[0] > AMPLITUDE_CACHE_BYTES and len(_amplitude_cache) > 1:
             _amplitude_bytes[0] -= _amplitude_cache.popitem(last=False)[1][1]
     return hit
+
+
+#: frames (as stored) a process reads at once on its first pass (`read_runs`)
+READ_RUN_BYTES = 256 * 2**20
+
+
+def plan_batches(backend, blocks, n_positions: int, n_batches: int, frame_bytes: int):
+    """``(batches, parents, runs)`` of an iteration: the batches (`batches.split_batches`
+    of ``blocks``, indices into the ``n_positions`` run), for each its blocks' whole
+    blocks (None with one batch: the blocks themselves), read at once, and the runs of
+    blocks one process reads together (`read_runs`)."""
+    batches = batching.split_batches(blocks, n_batches)
+    parents = [None] * len(batches)
+    if len(batches) > 1:
+        owner = np.empty(n_positions, int)
+        for k, block in enumerate(blocks):
+            owner[block] = k
+        parents = [tuple(blocks[owner[b[0]]] for b in batch) for batch in batches]
+    runs = [read_runs(backend, par or batch, frame_bytes) for batch, par in zip(batches, parents)]
+    return batches, parents, runs
+
+
+def read_runs(backend, blocks, frame_bytes: int) -> tuple | None:
+    """``(lo, hi)`` runs of a batch's blocks that one process reads at once (each chunk of
+    the store then decoded about once, where block by block a spatially compact block
+    decodes every chunk its positions fall in): each process's tasks
+    (`Backend.placement`), cut where a run's frames pass `READ_RUN_BYTES`; None (each
+    block alone) where a scheduler places the tasks."""
+    placement = backend.placement(len(blocks))
+    if placement is None:
+        return None
+    runs = []
+    for tasks in placement:
+        lo, size = tasks.start, 0
+        for k in tasks:
+            if size and size + len(blocks[k]) * frame_bytes > READ_RUN_BYTES:
+                runs.append((lo, k))
+                lo, size = k, 0
+            size += len(blocks[k]) * frame_bytes
+        if len(tasks):
+            runs.append((lo, tasks.stop))
+    return tuple(runs)
 
 
 @dataclass(frozen=True)

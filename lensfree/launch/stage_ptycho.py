@@ -9,7 +9,7 @@ for: each batch updates object and probe before the next); LSQML runs two per ba
 sub-pixel rests travel once per batch as the shared value, and every worker process
 reads a block's frames from the store once and keeps their amplitudes for the next
 iterations (`block_amplitudes`; where tasks stay in one process, its whole run of blocks
-at once, `_read_runs`). The blocks' sums are plain sums folded in the back end's fixed
+at once, `plan_batches`). The blocks' sums are plain sums folded in the back end's fixed
 tree (`sums.combine`, the same numbers on every back end and worker count), so the root
 holds one object-sized partial whatever the number of positions; it updates object, probe
 and positions and broadcasts them. ePIE and rPIE are serial and run on the root. The
@@ -37,10 +37,8 @@ import time
 from dataclasses import dataclass, replace
 
 import numpy as np
-import zarr
 
 from lensfree.engine import ptycho as pt
-from lensfree.engine.params import at_least, check_fields, optional, param, positive
 from lensfree.engine.ptycho import batches as batching
 from lensfree.engine.ptycho import lsqml
 from lensfree.engine.ptycho.parallel import fold
@@ -48,18 +46,20 @@ from lensfree.engine.ptycho.sums import combine
 from lensfree.errors import LensfreeError
 from lensfree.io import frames as frame_io
 from lensfree.io import runstore
-from lensfree.io.scan import ScanInput, read_scan
+from lensfree.io.scan import ScanInput, read_scan, scan_power
 from lensfree.io.scan import load_npz_scan as load_npz_scan  # moved there, kept importable
 from lensfree.io.scan import simulate_ptycho as simulate_ptycho
 from lensfree.io.scan import write_ptycho_frames as write_ptycho_frames
 from lensfree.launch import ptycho_dm
 from lensfree.launch.backends import Backend
+from lensfree.launch.ptycho_params import PtychoOptions, PtychoStageParams
 from lensfree.launch.ptycho_workers import (
     Shared,
     block_amplitudes,
+    plan_batches,
     ptycho_block,
 )
-from lensfree.launch.stage import Context, Execution, Stage, run_stage
+from lensfree.launch.stage import Context, Stage, run_stage
 from lensfree.partitioning import position_blocks
 
 log = logging.getLogger(__name__)
@@ -69,63 +69,6 @@ log = logging.getLogger(__name__)
 #: batch: at 10,000 positions in 7 batches, blocks of 64 positions, 9 a batch, cost 1.4x
 #: the iteration of blocks of 250)
 TARGET_BLOCK_POSITIONS = 64
-#: frames (as stored) a process reads at once on its first pass (`_read_runs`)
-READ_RUN_BYTES = 256 * 2**20
-
-
-@dataclass(frozen=True)
-class ScanGeometry:
-    """The propagation and its geometry, overriding the frame store's attrs."""
-
-    propagation: str | None = param(None, "sample to detector", choices=pt.PROPAGATIONS,
-                                    default_help="the store's, else far-field")
-    wavelength: float | None = param(None, "wavelength in metres", check=optional(positive),
-                                     default_help="the store's")
-    distance: float | None = param(None, "near field: effective sample-detector distance in "
-                                   "metres", check=optional(positive), default_help="the store's")
-    pixel_size: float | None = param(None, "near field: sample-plane pixel in metres",
-                                     check=optional(positive), default_help="the store's")
-
-
-@dataclass(frozen=True)
-class PtychoStageParams:
-    """Stage 4 parameters: the engine's (`ptycho.PtychoParams`) and how the run is cut.
-
-    blocks : position blocks of the parallel engine [ceil(N / (64 x batches)), at least
-        1: 64 positions a block and batch]; the
-        numbers depend on it, never on the workers.
-    checkpoint_every : write object, probe, positions and errors every so many iterations.
-    margin : object pixels around the outermost probe positions.
-    split_frc : after the run, the even and the odd positions each reconstructed alone
-        (same start and parameters), and the FRC of the two objects with its half-bit
-        resolution stored (``frc``, ``frc_threshold``, ``frc_frequency``; attrs
-        ``frc_resolution_px``, ``frc_resolution_m``).
-    """
-
-    engine: pt.PtychoParams = param(default_factory=pt.PtychoParams)
-    geometry: ScanGeometry = param(default_factory=ScanGeometry,
-                                   group="propagation (overrides the store's)")
-    blocks: int | None = param(None, "position blocks of the parallel engine",
-                               check=optional(at_least(1)), default_help="N / (64 x batches)")
-    checkpoint_every: int = param(10, "iterations between checkpoints", check=at_least(1))
-    margin: int = param(8, "object pixels around the outermost probe positions",
-                        check=at_least(0))
-    split_frc: bool = param(False, "also reconstruct the scan's two interleaved halves and "
-                            "store the Fourier ring correlation of their objects",
-                            action="store_true")
-
-    def __post_init__(self):
-        check_fields(self)
-
-
-@dataclass(frozen=True)
-class PtychoOptions:
-    """``lensfree ptycho FRAMES.zarr --out RUN.zarr [options]``."""
-
-    frames: str = param(None, "frame store with positions (X.zarr)", positional=True)
-    out: str = param(None, "run store to write (RUN.zarr)", required=True)
-    params: PtychoStageParams = param(default_factory=PtychoStageParams)
-    execution: Execution = param(default_factory=Execution, group="execution")
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -231,8 +174,7 @@ class PtychoStage(Stage):
         if ctx.is_root:
             state = self._start(ctx, opts, inp)
             fft.get_fft2((h, w)).prepare()  # plan once so every worker loads the same wisdom
-            frames = zarr.open_array(os.path.join(opts.frames, "frames"), mode="r")
-            total = _total_power(frames, scan.store.mask)
+            total = scan_power(opts.frames, scan.store.mask)
             state = (*state, inp.n_batches)
         start, obj, probe, positions, errors, velocity, slot, n_batches = ctx.bcast(state)
         initial = scan.positions_px
@@ -294,15 +236,8 @@ class PtychoStage(Stage):
             velocity = (np.zeros_like(obj), np.zeros_like(probe))
         initial = scan.positions_px[index]
         n_batches = min(n_batches, len(index))
-        batches = batching.split_batches(blocks, n_batches)
-        parents = [None] * len(batches)  # each batch's blocks' whole blocks: read at once
-        if len(batches) > 1:
-            owner = np.empty(len(index), int)
-            for k, block in enumerate(blocks):
-                owner[block] = k
-            parents = [tuple(blocks[owner[b[0]]] for b in batch) for batch in batches]
-        runs = [_read_runs(ctx.backend, par or batch, h * w * scan.store.dtype.itemsize)
-                for batch, par in zip(batches, parents)]
+        batches, parents, runs = plan_batches(ctx.backend, blocks, len(index), n_batches,
+                                              h * w * scan.store.dtype.itemsize)
         seconds = []
         for it in range(start, p.iterations):
             t0 = time.perf_counter()
@@ -468,28 +403,6 @@ class PtychoStage(Stage):
 STAGE = PtychoStage()
 
 
-def _read_runs(backend: Backend, blocks, frame_bytes: int) -> tuple | None:
-    """``(lo, hi)`` runs of a batch's blocks that one process reads at once (each chunk of
-    the store then decoded about once, where block by block a spatially compact block
-    decodes every chunk its positions fall in): each process's tasks
-    (`Backend.placement`), cut where a run's frames pass `READ_RUN_BYTES`; None (each
-    block alone) where a scheduler places the tasks."""
-    placement = backend.placement(len(blocks))
-    if placement is None:
-        return None
-    runs = []
-    for tasks in placement:
-        lo, size = tasks.start, 0
-        for k in tasks:
-            if size and size + len(blocks[k]) * frame_bytes > READ_RUN_BYTES:
-                runs.append((lo, k))
-                lo, size = k, 0
-            size += len(blocks[k]) * frame_bytes
-        if len(tasks):
-            runs.append((lo, tasks.stop))
-    return tuple(runs)
-
-
 def _checkpoint(group, scan, obj, probe, positions, errors, done: int, velocity=None,
                 exit_slot: int | None = None, restart: np.ndarray | None = None) -> None:
     group["object"][...] = obj
@@ -507,9 +420,11 @@ def _checkpoint(group, scan, obj, probe, positions, errors, done: int, velocity=
 
 
 def run_ptycho(backend: Backend, frames_path: str, out: str,
-               params: PtychoStageParams = PtychoStageParams()) -> dict:
-    """Run (or resume) stage 4 on ``backend``; every process returns the ``ptycho`` attrs."""
-    return run_stage(STAGE, backend, PtychoOptions(frames=frames_path, out=out, params=params))
+               params: PtychoStageParams | None = None) -> dict:
+    """Run (or resume) stage 4 on ``backend`` (``params`` None: the defaults); every
+    process returns the ``ptycho`` attrs."""
+    return run_stage(STAGE, backend, PtychoOptions(frames=frames_path, out=out,
+                                                   params=params or PtychoStageParams()))
 
 
 def _object_pixel(scan: ScanInput) -> float | None:
@@ -521,14 +436,3 @@ def _object_pixel(scan: ScanInput) -> float | None:
         return float(scan.propagator.pixel_size_m)
     pixel = scan.store.geometry.real_space_pixel(scan.store.frame_shape[0])
     return None if pixel is None else float(pixel)
-
-
-def _total_power(frames, mask) -> float:
-    """``sum_valid A^2`` over all frames (the Fourier error's denominator), chunk by chunk."""
-    total = 0.0
-    step = frames.chunks[0]
-    for s in range(0, frames.shape[0], step):
-        block = np.asarray(frames[s:s + step], np.float64)
-        good = np.isfinite(block) & (block >= 0) & mask[None]
-        total += float(np.sum(np.where(good, block, 0)))
-    return max(total, 1e-30)
